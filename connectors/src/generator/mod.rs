@@ -1,0 +1,274 @@
+//! Deterministic, seeded generators: IoT sensor readings, trades and quotes, Nexmark events.
+//!
+//! Every generator defines its events by global index: event `i` is a pure function of the
+//! seed and `i`, and worker `w` of `n` produces the indices `w, w + n, w + 2n, ...`. The set of
+//! events is therefore the same for any number of workers and processes. Each generator runs
+//! at full speed or at a fixed rate, and its event times advance at a fixed density with a
+//! bounded, seeded disorder, so each worker knows its exact watermark.
+
+mod iot;
+mod market;
+mod nexmark;
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tributary_runtime::time::{millis, now_event_time, parse_event_time};
+use tributary_runtime::{
+    ConfigError, Data, Emitter, EventTime, HumanDuration, Poll, Result, Source, SourceContext,
+    SourceReader,
+};
+
+pub use self::iot::{IotConfig, IotReadings, SensorKind, SensorReading};
+pub use self::market::{MarketConfig, Quote, Quotes, Trade, Trades};
+pub use self::nexmark::{NexmarkConfig, NexmarkEvent, NexmarkEvents};
+
+/// How many events a generator makes, how fast, and how their event times run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pace {
+    /// Seed of the pseudo-random event contents.
+    pub seed: u64,
+    /// Total events over all workers; absent for an endless stream.
+    pub events: Option<u64>,
+    /// Events per second of wall-clock time over all workers; absent for full speed.
+    pub rate: Option<f64>,
+    /// Events per second of *event* time: how densely event times are spaced.
+    pub events_per_second: f64,
+    /// Event time of the first event: RFC 3339, or `"now"` to follow the wall clock.
+    pub start: String,
+    /// How far an event's time may lag its in-order position (uniform, seeded).
+    pub max_disorder: HumanDuration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            seed: 1,
+            events: None,
+            rate: None,
+            events_per_second: 1000.0,
+            start: "2026-01-01T00:00:00Z".to_owned(),
+            max_disorder: HumanDuration(Duration::ZERO),
+        }
+    }
+}
+
+impl Pace {
+    /// Checks the settings; keys are reported relative to `pace`.
+    pub fn validate(&self) -> Result<Clock, ConfigError> {
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::new("pace.rate", "must be a positive number"));
+            }
+        }
+        if !(self.events_per_second.is_finite() && self.events_per_second > 0.0) {
+            return Err(ConfigError::new("pace.events_per_second", "must be a positive number"));
+        }
+        let start = if self.start == "now" {
+            now_event_time()
+        } else {
+            parse_event_time(&self.start).map_err(|e| {
+                ConfigError::new("pace.start", format!("{e} (expected RFC 3339 or \"now\")"))
+            })?
+        };
+        Ok(Clock {
+            start,
+            ms_per_event: 1000.0 / self.events_per_second,
+            max_disorder: millis(self.max_disorder.0),
+            seed: self.seed,
+        })
+    }
+}
+
+/// Event times of a generator: index `i` is due at `start + i / events_per_second`, minus a
+/// seeded disorder of at most `max_disorder`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    start: EventTime,
+    ms_per_event: f64,
+    max_disorder: u64,
+    seed: u64,
+}
+
+impl Clock {
+    /// The in-order time of index `i`.
+    #[inline]
+    fn due(&self, i: u64) -> EventTime {
+        self.start + (i as f64 * self.ms_per_event) as u64
+    }
+
+    /// The event time of index `i`.
+    #[inline]
+    pub fn time_of(&self, i: u64) -> EventTime {
+        let due = self.due(i);
+        if self.max_disorder == 0 {
+            due
+        } else {
+            due.saturating_sub(mix(self.seed ^ 0xd150_4de2, i) % (self.max_disorder + 1))
+        }
+    }
+
+    /// A lower bound of the event times of all indices from `next` on.
+    #[inline]
+    pub fn watermark(&self, next: u64) -> EventTime {
+        self.due(next).saturating_sub(self.max_disorder)
+    }
+}
+
+/// A generator's event model: the event at each global index.
+pub trait Generate: Send + Sync + 'static {
+    /// The events.
+    type Item: Data;
+    /// Per-worker state, for models that are cheaper to step than to index.
+    type State: 'static;
+    /// The generator's name, for logs and metrics.
+    fn name(&self) -> &str;
+    /// The settings of count and speed.
+    fn pace(&self) -> &Pace;
+    /// The state of a worker that generates indices `first, first + step, ...`.
+    fn start(&self, first: u64, step: u64) -> Self::State;
+    /// The event with global index `i` and its event time; called with the indices in order.
+    fn event(&self, state: &mut Self::State, i: u64) -> (EventTime, Self::Item);
+    /// A lower bound of the event times of all indices from `next` on.
+    fn watermark(&self, state: &Self::State, next: u64) -> EventTime;
+}
+
+/// A [`Source`] over any [`Generate`] model.
+#[derive(Debug, Clone)]
+pub struct Generator<G> {
+    model: std::sync::Arc<G>,
+}
+
+impl<G: Generate> Generator<G> {
+    /// Wraps a model.
+    pub fn from_model(model: G) -> Self {
+        Generator { model: std::sync::Arc::new(model) }
+    }
+
+    /// The event model, e.g. to recompute a job's expected output in a test.
+    pub fn model(&self) -> &G {
+        &self.model
+    }
+}
+
+impl<G: Generate> Source for Generator<G> {
+    type Item = G::Item;
+    type Reader = GeneratorReader<G>;
+
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn reader(&self, ctx: &SourceContext) -> Result<Self::Reader> {
+        let pace = self.model.pace();
+        let workers = ctx.workers as u64;
+        Ok(GeneratorReader {
+            state: self.model.start(ctx.worker_index as u64, workers),
+            model: std::sync::Arc::clone(&self.model),
+            next: ctx.worker_index as u64,
+            step: workers,
+            end: pace.events.unwrap_or(u64::MAX),
+            per_worker_rate: pace.rate.map(|r| r / workers as f64),
+            started: None,
+            produced: 0,
+        })
+    }
+}
+
+/// One worker's share of a generator.
+pub struct GeneratorReader<G: Generate> {
+    model: std::sync::Arc<G>,
+    state: G::State,
+    next: u64,
+    step: u64,
+    end: u64,
+    per_worker_rate: Option<f64>,
+    started: Option<Instant>,
+    produced: u64,
+}
+
+impl<G: Generate> SourceReader for GeneratorReader<G> {
+    type Item = G::Item;
+
+    fn poll(&mut self, out: &mut Emitter<'_, G::Item>) -> Result<Poll> {
+        let mut budget = out.room() as u64;
+        if let Some(rate) = self.per_worker_rate {
+            let started = *self.started.get_or_insert_with(Instant::now);
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            budget = budget.min(due.saturating_sub(self.produced));
+            if budget == 0 {
+                let wait = Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1));
+                return Ok(Poll::Pending(wait));
+            }
+        }
+        let model = &*self.model;
+        while budget > 0 && self.next < self.end {
+            let (time, item) = model.event(&mut self.state, self.next);
+            out.emit(time, item);
+            self.next = self.next.saturating_add(self.step);
+            self.produced += 1;
+            budget -= 1;
+        }
+        if self.next >= self.end {
+            return Ok(Poll::Done);
+        }
+        out.advance_watermark(model.watermark(&self.state, self.next));
+        Ok(Poll::Ready)
+    }
+}
+
+/// A well-mixed 64-bit hash of `(seed, i)` (the SplitMix64 finaliser): the per-event source
+/// of pseudo-randomness that keeps events a pure function of their index.
+#[inline]
+pub fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A uniform number in `[0, 1)` from a hash.
+#[inline]
+pub fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_watermark_bounds_every_later_event() {
+        let pace = Pace {
+            events_per_second: 300.0,
+            max_disorder: HumanDuration(Duration::from_millis(250)),
+            ..Pace::default()
+        };
+        let clock = pace.validate().unwrap();
+        for next in 0..2_000 {
+            let w = clock.watermark(next);
+            assert!((next..next + 500).all(|i| clock.time_of(i) >= w), "at {next}");
+        }
+        let disordered = (1..2_000).filter(|&i| clock.time_of(i) < clock.time_of(i - 1)).count();
+        assert!(disordered > 100, "only {disordered} out-of-order events");
+    }
+
+    #[test]
+    fn pace_is_validated() {
+        let bad = Pace { rate: Some(0.0), ..Pace::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "pace.rate");
+        let bad = Pace { events_per_second: f64::NAN, ..Pace::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "pace.events_per_second");
+        let bad = Pace { start: "soon".into(), ..Pace::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "pace.start");
+    }
+
+    #[test]
+    fn unit_is_in_range() {
+        for i in 0..10_000 {
+            let u = unit(mix(7, i));
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Tributary's connectors: generators, files and stdout.
+//!
+//! Each connector implements [`tributary_runtime::Source`] or [`tributary_runtime::Sink`] and
+//! has a typed, serde-deserialised config (`deny_unknown_fields`) checked before the workers
+//! start.
+
+pub mod file;
+pub mod generator;
+pub mod output;
+pub mod stdout;
+
+pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
+pub use generator::{
+    Generator, IotConfig, IotReadings, MarketConfig, NexmarkConfig, NexmarkEvent, NexmarkEvents,
+    Pace, Quote, Quotes, SensorKind, SensorReading, Trade, Trades,
+};
+pub use output::{AnySink, Output};
+pub use stdout::StdoutSink;

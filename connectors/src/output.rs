@@ -1,0 +1,82 @@
+//! [`Output`]: the choice of a simple sink in a job's configuration.
+
+use serde::{Deserialize, Serialize};
+use tributary_runtime::{ConfigError, Result, Sink, SinkContext, SinkWriter, Time};
+
+use crate::file::{FileSink, FileSinkConfig, FileWriter};
+use crate::stdout::{StdoutSink, StdoutWriter};
+
+/// Where a job writes its results: `{ kind = "stdout" }` or
+/// `{ kind = "file", path = "out/", format = "csv" }`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Output {
+    /// JSON lines on standard output.
+    #[default]
+    Stdout,
+    /// One file per worker in a directory.
+    File(FileSinkConfig),
+}
+
+impl Output {
+    /// Resolves the sink; keys in errors are relative to the output's table.
+    pub fn build<D: serde::Serialize + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<AnySink<D>, ConfigError> {
+        Ok(match self {
+            Output::Stdout => AnySink::Stdout(StdoutSink::new()),
+            Output::File(config) => AnySink::File(FileSink::new(name, config)?),
+        })
+    }
+}
+
+/// A sink chosen at run time.
+pub enum AnySink<D> {
+    /// See [`StdoutSink`].
+    Stdout(StdoutSink<D>),
+    /// See [`FileSink`].
+    File(FileSink<D>),
+}
+
+/// The writer of an [`AnySink`].
+pub enum AnyWriter<D> {
+    /// See [`StdoutWriter`].
+    Stdout(StdoutWriter<D>),
+    /// See [`FileWriter`].
+    File(FileWriter<D>),
+}
+
+impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
+    type Writer = AnyWriter<D>;
+
+    fn name(&self) -> &str {
+        match self {
+            AnySink::Stdout(s) => s.name(),
+            AnySink::File(s) => s.name(),
+        }
+    }
+
+    fn writer(&self, ctx: &SinkContext) -> Result<AnyWriter<D>> {
+        Ok(match self {
+            AnySink::Stdout(s) => AnyWriter::Stdout(s.writer(ctx)?),
+            AnySink::File(s) => AnyWriter::File(s.writer(ctx)?),
+        })
+    }
+}
+
+impl<D: Serialize + 'static> SinkWriter<D> for AnyWriter<D> {
+    fn write(&mut self, records: &mut Vec<D>) -> Result<()> {
+        match self {
+            AnyWriter::Stdout(w) => w.write(records),
+            AnyWriter::File(w) => w.write(records),
+        }
+    }
+
+    fn progress(&mut self, frontier: Option<Time>) -> Result<()> {
+        match self {
+            AnyWriter::Stdout(w) => w.progress(frontier),
+            AnyWriter::File(w) => w.progress(frontier),
+        }
+    }
+}

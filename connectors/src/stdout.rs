@@ -1,0 +1,58 @@
+//! The stdout sink: JSON lines on standard output, for local runs.
+
+use std::io::Write;
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use tributary_runtime::{Error, Result, Sink, SinkContext, SinkWriter, Time};
+
+/// Prints records as JSON lines. Each batch is written under the stdout lock, so lines of
+/// different workers never interleave.
+#[derive(Debug, Clone, Default)]
+pub struct StdoutSink<D> {
+    marker: PhantomData<fn(D)>,
+}
+
+impl<D> StdoutSink<D> {
+    /// A stdout sink.
+    pub fn new() -> Self {
+        StdoutSink { marker: PhantomData }
+    }
+}
+
+impl<D: Serialize + 'static> Sink<D> for StdoutSink<D> {
+    type Writer = StdoutWriter<D>;
+
+    fn name(&self) -> &str {
+        "stdout"
+    }
+
+    fn writer(&self, _ctx: &SinkContext) -> Result<StdoutWriter<D>> {
+        Ok(StdoutWriter { buf: Vec::new(), marker: PhantomData })
+    }
+}
+
+/// One worker's stdout writer.
+pub struct StdoutWriter<D> {
+    buf: Vec<u8>,
+    marker: PhantomData<fn(D)>,
+}
+
+fn failed(reason: impl std::fmt::Display) -> Error {
+    Error::Sink { sink: "stdout".into(), reason: reason.to_string() }
+}
+
+impl<D: Serialize + 'static> SinkWriter<D> for StdoutWriter<D> {
+    fn write(&mut self, records: &mut Vec<D>) -> Result<()> {
+        self.buf.clear();
+        for r in records.drain(..) {
+            serde_json::to_writer(&mut self.buf, &r).map_err(failed)?;
+            self.buf.push(b'\n');
+        }
+        std::io::stdout().lock().write_all(&self.buf).map_err(failed)
+    }
+
+    fn progress(&mut self, _frontier: Option<Time>) -> Result<()> {
+        std::io::stdout().lock().flush().map_err(failed)
+    }
+}

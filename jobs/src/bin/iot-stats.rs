@@ -1,0 +1,5 @@
+//! The `iot-stats` job binary.
+
+fn main() -> std::process::ExitCode {
+    tributary_jobs::iot_stats::main()
+}

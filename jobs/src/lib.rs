@@ -1,0 +1,19 @@
+//! Tributary's jobs: each module is one job, and `src/bin/` holds a thin `main` per job.
+//!
+//! [`prelude`] brings in what a job needs from the runtime, the operators and the connectors.
+
+pub mod iot_stats;
+
+/// Everything a typical job uses, in one import.
+pub mod prelude {
+    pub use std::time::Duration;
+
+    pub use serde::{Deserialize, Serialize};
+    pub use timely::dataflow::operators::vec::{Filter, Map};
+    pub use tributary_connectors::*;
+    pub use tributary_operators::*;
+    pub use tributary_runtime::time::format_event_time;
+    pub use tributary_runtime::{
+        Config, ConfigError, Events, Flow, HumanDuration, Job, SinkExt, Timestamped,
+    };
+}

@@ -1,0 +1,16 @@
+//! Tributary's dataflow operators, as extension traits on timely streams: keying, event-time
+//! windows and aggregations.
+//!
+//! Operators know nothing of connectors; they read event time through
+//! [`tributary_runtime::Timestamped`] and the job's settings through its
+//! [`tributary_runtime::JobContext`].
+
+pub mod aggregate;
+pub mod key_by;
+pub mod window;
+
+pub use aggregate::{
+    Aggregator, Count, First, Last, Max, Mean, Min, On, Stats, StatsAcc, Sum, Summary,
+};
+pub use key_by::{key_hash, KeyBy, Keyed};
+pub use window::{Sliding, Tumbling, Window, WindowAssigner, WindowResult, Windowed};

@@ -1,0 +1,266 @@
+//! The windowed aggregation operator, in two phases.
+//!
+//! 1. `window-combine` (on the worker that read the record, no exchange): folds each input
+//!    batch into one partial accumulator per key and window, and splits off records that are
+//!    too late for all their windows.
+//! 2. `window-aggregate` (after the keyed exchange): merges partials into per-window state,
+//!    fires windows when the frontier reaches their end, emits corrections for late
+//!    partials, and frees a window once the frontier passes its end plus the allowed lateness.
+//!
+//! Lateness is judged by a record's timely time, which is its source's watermark when it was
+//! read (or its own event time, rounded down, if it was on time): a record at time `t` is late
+//! for a window if `t >= end`, and too late if `t >= end + allowed_lateness`. The rule needs no
+//! frontier, so both phases agree on it, and a window's state is never freed while a record
+//! that may still update it can arrive.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::Capability;
+use tributary_runtime::metrics as m;
+use tributary_runtime::{job_context, Data, Events, Time, Timestamped};
+
+use super::{Window, WindowAssigner, WindowResult, WithLate};
+use crate::aggregate::Aggregator;
+use crate::key_by::key_hash;
+
+/// A partial aggregate of one key in one window.
+type Partial<K, Acc> = (K, Window, Acc);
+
+pub(super) fn window_aggregate<'scope, K, V, W, A>(
+    input: Events<'scope, (K, V)>,
+    assigner: W,
+    lateness: u64,
+    agg: A,
+) -> WithLate<'scope, WindowResult<K, A::Out>, K, V>
+where
+    K: Data + Hash + Eq,
+    V: Data + Timestamped,
+    W: WindowAssigner,
+    A: Aggregator<V>,
+{
+    let name = assigner.describe();
+    let (partials, late) = combine(input, &name, assigner, lateness, agg.clone());
+    let results = merge(partials, &name, lateness, agg);
+    (results, late)
+}
+
+/// Phase 1: per-batch pre-aggregation and the late split.
+fn combine<'scope, K, V, W, A>(
+    input: Events<'scope, (K, V)>,
+    name: &str,
+    assigner: W,
+    lateness: u64,
+    agg: A,
+) -> WithLate<'scope, Partial<K, A::Acc>, K, V>
+where
+    K: Data + Hash + Eq,
+    V: Data + Timestamped,
+    W: WindowAssigner,
+    A: Aggregator<V>,
+{
+    let scope = input.scope();
+    let operator = format!("window-combine:{name}");
+    let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
+    let late_counter = metrics::counter!(m::LATE_DROPPED, &labels);
+
+    let mut builder = OperatorBuilder::new(operator.clone(), scope);
+    let mut input = builder.new_input(input, Pipeline);
+    let (partial_out, partials) = builder.new_output();
+    let (late_out, late) = builder.new_output();
+    let mut partial_out = OutputBuilder::from(partial_out);
+    let mut late_out = OutputBuilder::from(late_out);
+
+    builder.build(move |_capabilities| {
+        // Per batch: window -> key -> accumulator. Few windows per batch, so a short Vec.
+        let mut batch: Vec<(Window, FxHashMap<K, A::Acc>)> = Vec::new();
+        let mut spare: Vec<FxHashMap<K, A::Acc>> = Vec::new();
+        let mut windows: Vec<Window> = Vec::new();
+        let mut too_late: Vec<(K, V)> = Vec::new();
+        move |_frontiers| {
+            let mut partial_out = partial_out.activate();
+            let mut late_out = late_out.activate();
+            input.for_each(|cap, data| {
+                // Every message in a Tributary graph is sent under a capability.
+                let Some(&time) = cap.least() else { return data.clear() };
+                for (key, value) in data.drain(..) {
+                    windows.clear();
+                    assigner.assign(value.event_time(), |w| {
+                        if time < w.end.saturating_add(lateness) {
+                            windows.push(w);
+                        }
+                    });
+                    let Some((&last, rest)) = windows.split_last() else {
+                        too_late.push((key, value));
+                        continue;
+                    };
+                    for &w in rest {
+                        let accs = slot(&mut batch, &mut spare, w);
+                        fold(accs, &agg, key.clone(), &value);
+                    }
+                    fold(slot(&mut batch, &mut spare, last), &agg, key, &value);
+                }
+                let mut session = partial_out.session(&cap);
+                for (w, mut accs) in batch.drain(..) {
+                    for (k, acc) in accs.drain() {
+                        session.give((k, w, acc));
+                    }
+                    spare.push(accs);
+                }
+                drop(session);
+                if !too_late.is_empty() {
+                    late_counter.increment(too_late.len() as u64);
+                    tracing::debug!(operator = %operator, time, records = too_late.len(),
+                        "records too late for every window");
+                    late_out.session(&cap).give_container(&mut too_late);
+                    too_late.clear();
+                }
+            });
+        }
+    });
+    (partials, late)
+}
+
+#[inline]
+fn slot<'a, K, Acc>(
+    batch: &'a mut Vec<(Window, FxHashMap<K, Acc>)>,
+    spare: &mut Vec<FxHashMap<K, Acc>>,
+    w: Window,
+) -> &'a mut FxHashMap<K, Acc> {
+    let index = match batch.iter().rposition(|(x, _)| *x == w) {
+        Some(i) => i,
+        None => {
+            batch.push((w, spare.pop().unwrap_or_default()));
+            batch.len() - 1
+        }
+    };
+    &mut batch[index].1
+}
+
+#[inline]
+fn fold<K: Hash + Eq, V, A: Aggregator<V>>(
+    accs: &mut FxHashMap<K, A::Acc>,
+    agg: &A,
+    key: K,
+    value: &V,
+) {
+    if let Some(acc) = accs.get_mut(&key) {
+        agg.add(acc, value);
+    } else {
+        let mut acc = agg.init();
+        agg.add(&mut acc, value);
+        accs.insert(key, acc);
+    }
+}
+
+/// The state of one window on one worker.
+struct Slot<K, Acc> {
+    window: Window,
+    /// Each key's accumulator and how many times it was emitted.
+    accs: FxHashMap<K, (Acc, u32)>,
+    /// Held until the window fires, at the earliest time its result may carry.
+    cap: Option<Capability<Time>>,
+    fired: bool,
+}
+
+/// Phase 2: merge partials after the keyed exchange, fire, correct, and free windows.
+fn merge<'scope, K, V, A>(
+    partials: Events<'scope, Partial<K, A::Acc>>,
+    name: &str,
+    lateness: u64,
+    agg: A,
+) -> Events<'scope, WindowResult<K, A::Out>>
+where
+    K: Data + Hash + Eq,
+    A: Aggregator<V>,
+{
+    let scope = partials.scope();
+    let granularity = job_context(&scope).granularity;
+    let operator = format!("window-aggregate:{name}");
+    let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
+    let late_updates = metrics::counter!(m::LATE_UPDATES, &labels);
+    let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
+
+    partials.unary_frontier(exchange, &operator, move |_cap, _info| {
+        // Windows by end; for fixed-size windows the end identifies the window.
+        let mut slots: BTreeMap<(Time, Time), Slot<K, A::Acc>> = BTreeMap::new();
+        let mut corrections: Vec<((Time, Time), K)> = Vec::new();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let Some(&time) = cap.least() else { return data.clear() };
+                for (key, window, partial) in data.drain(..) {
+                    let id = (window.end, window.start);
+                    let slot = slots.entry(id).or_insert_with(|| Slot {
+                        window,
+                        accs: FxHashMap::default(),
+                        cap: None,
+                        fired: false,
+                    });
+                    if !slot.fired {
+                        // The result carries event time end - 1; hold the earliest time allowed.
+                        let at = time.max(granularity.quantize(window.end - 1));
+                        if slot.cap.as_ref().is_none_or(|c| at < *c.time()) {
+                            slot.cap = Some(cap.delayed(&at, 0));
+                        }
+                    }
+                    match slot.accs.get_mut(&key) {
+                        Some((acc, _)) => agg.merge(acc, partial),
+                        None => {
+                            slot.accs.insert(key.clone(), (partial, 0));
+                        }
+                    }
+                    if slot.fired {
+                        corrections.push((id, key));
+                    }
+                }
+                if !corrections.is_empty() {
+                    late_updates.increment(corrections.len() as u64);
+                    corrections.sort_unstable_by_key(|c| c.0);
+                    let mut session = output.session(&cap);
+                    for (id, key) in corrections.drain(..) {
+                        let slot = slots.get_mut(&id).expect("corrected windows exist");
+                        let (acc, revision) =
+                            slot.accs.get_mut(&key).expect("corrected keys exist");
+                        *revision += 1;
+                        session.give(WindowResult {
+                            key,
+                            window: slot.window,
+                            value: agg.finish(acc),
+                            revision: *revision,
+                        });
+                    }
+                }
+            });
+
+            // Fire windows the frontier has passed, then free those past their lateness.
+            let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            for (_, slot) in slots.range_mut(..(watermark.saturating_add(1), 0)) {
+                if slot.fired {
+                    continue;
+                }
+                slot.fired = true;
+                if let Some(cap) = slot.cap.take() {
+                    let mut session = output.session(&cap);
+                    for (key, (acc, _)) in &slot.accs {
+                        session.give(WindowResult {
+                            key: key.clone(),
+                            window: slot.window,
+                            value: agg.finish(acc),
+                            revision: 0,
+                        });
+                    }
+                }
+            }
+            while let Some(entry) = slots.first_entry() {
+                if entry.get().window.end.saturating_add(lateness) > watermark {
+                    break;
+                }
+                entry.remove();
+            }
+        }
+    })
+}

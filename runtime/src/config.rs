@@ -1,0 +1,430 @@
+//! Job configuration: a TOML file, overridden by `TRIBUTARY_*` environment variables,
+//! overridden by command-line flags, validated before any worker starts.
+//!
+//! A configuration file has two tables: `[runtime]`, read by [`RuntimeConfig`], and `[job]`,
+//! read by the job's own config type. Environment variables name keys with `__` between
+//! levels: `TRIBUTARY_WORKERS=4` sets `runtime.workers`, `TRIBUTARY_JOB__READINGS__DEVICES=50`
+//! sets `job.readings.devices`. The flag `--set KEY=VALUE` overrides any key.
+
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::time::{Granularity, HumanDuration};
+
+/// The flags every job binary accepts.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// TOML configuration file with `[runtime]` and `[job]` tables.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Worker threads in this process.
+    #[arg(long, short = 'w', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+
+    /// Number of processes in the cluster (each runs this binary).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub processes: Option<u16>,
+
+    /// This process's index in the cluster, from 0.
+    #[arg(long, value_name = "I")]
+    pub process_id: Option<u16>,
+
+    /// File with one `host:port` per line, the addresses of processes 0, 1, ...
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+
+    /// Log output format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter in `RUST_LOG` syntax, e.g. `info,tributary_connectors=debug`.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Overrides any configuration key, e.g. `--set job.readings.devices=50` (repeatable).
+    #[arg(long = "set", short = 'D', value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+/// Log output format.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `[runtime]` table: how the job runs, independent of what it computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Number of processes.
+    pub processes: usize,
+    /// This process's index, `0..processes`.
+    pub process_id: usize,
+    /// Addresses of all processes, one `host:port` per line (required when `processes > 1`).
+    pub hostfile: Option<PathBuf>,
+    /// Step to which event time is rounded to form timely timestamps (`"100ms"`).
+    pub granularity: Granularity,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG` syntax); the `RUST_LOG` variable wins when set.
+    pub log: String,
+    /// How long a process waits for its peers at start-up.
+    pub connect_timeout: HumanDuration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: 1,
+            processes: 1,
+            process_id: 0,
+            hostfile: None,
+            granularity: Granularity::DEFAULT,
+            log_format: LogFormat::Text,
+            log: "info".to_owned(),
+            connect_timeout: HumanDuration(std::time::Duration::from_secs(60)),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Total number of workers in the job.
+    pub fn total_workers(&self) -> usize {
+        self.workers * self.processes
+    }
+
+    /// Checks the values and reads the hostfile. Returns the peer addresses (empty for a
+    /// single process).
+    pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
+        if self.workers == 0 {
+            return Err(ConfigError::new("runtime.workers", "must be at least 1"));
+        }
+        if self.processes == 0 {
+            return Err(ConfigError::new("runtime.processes", "must be at least 1"));
+        }
+        if self.process_id >= self.processes {
+            return Err(ConfigError::new(
+                "runtime.process_id",
+                format!(
+                    "is {} but must be below runtime.processes ({})",
+                    self.process_id, self.processes
+                ),
+            ));
+        }
+        if self.processes == 1 {
+            return Ok(Vec::new());
+        }
+        let Some(path) = &self.hostfile else {
+            return Err(ConfigError::new(
+                "runtime.hostfile",
+                format!("is required with {} processes (one host:port per line)", self.processes),
+            ));
+        };
+        read_hostfile(path, self.processes)
+    }
+}
+
+/// Reads `processes` addresses from a hostfile; blank lines and `#` comments are skipped.
+fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>, ConfigError> {
+    let key = || format!("runtime.hostfile ({})", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(key(), e.to_string()))?;
+    let mut addresses = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.to_socket_addrs().is_err() {
+            return Err(ConfigError::new(
+                format!("{}:{}", path.display(), number + 1),
+                format!("`{line}` is not a host:port address"),
+            ));
+        }
+        addresses.push(line.to_owned());
+        if addresses.len() == processes {
+            return Ok(addresses);
+        }
+    }
+    Err(ConfigError::new(
+        key(),
+        format!("has {} addresses but {processes} processes were asked for", addresses.len()),
+    ))
+}
+
+/// A job's whole configuration after every layer is applied.
+#[derive(Debug, Clone)]
+pub struct Config<C> {
+    /// The `[runtime]` table.
+    pub runtime: RuntimeConfig,
+    /// The `[job]` table, in the job's own type.
+    pub job: C,
+    /// Peer addresses read from the hostfile (empty for one process).
+    pub addresses: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document<C> {
+    #[serde(default)]
+    runtime: RuntimeConfig,
+    #[serde(default)]
+    job: C,
+}
+
+impl<C: DeserializeOwned + Serialize + Default> Config<C> {
+    /// Loads defaults, the TOML file, `TRIBUTARY_*` variables and flags, in that order of
+    /// precedence, and validates the `[runtime]` table.
+    ///
+    /// Every layer merges into the complete defaults, so overriding one nested key keeps the
+    /// job's own defaults for its siblings.
+    pub fn load(args: &RunArgs) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::default("runtime", RuntimeConfig::default()))
+            .merge(Serialized::default("job", C::default()));
+        if let Some(path) = &args.config {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("`{}` is not a readable file", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("TRIBUTARY_").map(|key| {
+            let key = key.as_str().to_ascii_lowercase().replace("__", ".");
+            if key.starts_with("job.") || key.starts_with("runtime.") {
+                key.into()
+            } else {
+                format!("runtime.{key}").into()
+            }
+        }));
+        figment = merge_flags(figment, args)?;
+        let doc: Document<C> = figment.extract().map_err(figment_error)?;
+        let addresses = doc.runtime.validate()?;
+        Ok(Config { runtime: doc.runtime, job: doc.job, addresses })
+    }
+}
+
+fn merge_flags(mut figment: Figment, args: &RunArgs) -> Result<Figment, ConfigError> {
+    let flag = |figment: Figment, key: &str, value: Option<u16>| match value {
+        Some(v) => figment.merge(Serialized::default(key, v)),
+        None => figment,
+    };
+    figment = flag(figment, "runtime.workers", args.workers);
+    figment = flag(figment, "runtime.processes", args.processes);
+    figment = flag(figment, "runtime.process_id", args.process_id);
+    if let Some(path) = &args.hostfile {
+        figment = figment.merge(Serialized::default("runtime.hostfile", path));
+    }
+    if let Some(format) = args.log_format {
+        figment = figment.merge(Serialized::default("runtime.log_format", format));
+    }
+    if let Some(log) = &args.log {
+        figment = figment.merge(Serialized::default("runtime.log", log));
+    }
+    for assignment in &args.overrides {
+        let (key, value) = parse_override(assignment)?;
+        figment = figment.merge(Serialized::default(&key, value));
+    }
+    Ok(figment)
+}
+
+/// Parses `key=value`; the value is read as a TOML value (`5`, `true`, `"x"`, `[1, 2]`) and
+/// falls back to a plain string.
+fn parse_override(assignment: &str) -> Result<(String, toml_value::Value), ConfigError> {
+    let Some((key, value)) = assignment.split_once('=') else {
+        return Err(ConfigError::new(
+            "--set",
+            format!("`{assignment}` is not of the form KEY=VALUE"),
+        ));
+    };
+    let key = key.trim();
+    let valid = |part: &str| {
+        !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !key.split('.').all(valid) {
+        return Err(ConfigError::new("--set", format!("`{key}` is not a dotted key path")));
+    }
+    Ok((key.to_owned(), toml_value::parse(value.trim())))
+}
+
+/// TOML values for `--set`, through figment's own TOML support.
+mod toml_value {
+    pub use figment::value::Value;
+
+    pub fn parse(text: &str) -> Value {
+        use figment::providers::{Format, Toml};
+        figment::Figment::from(Toml::string(&format!("v = {text}")))
+            .extract_inner::<Value>("v")
+            .unwrap_or_else(|_| Value::from(text.to_owned()))
+    }
+}
+
+/// One readable message per error: the key path, where the value came from, and why.
+fn figment_error(errors: figment::Error) -> ConfigError {
+    let mut first: Option<ConfigError> = None;
+    let mut more = 0;
+    for e in errors {
+        let mut key = e.path.join(".");
+        if let Some(name) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            key = if key.is_empty() { name.to_string() } else { format!("{key} (in {name})") };
+        } else if let Some(m) = &e.metadata {
+            if m.name.contains("environment") {
+                key = format!("{key} (from {})", m.name);
+            }
+        }
+        if key.is_empty() {
+            key = "configuration".into();
+        }
+        if first.is_none() {
+            first = Some(ConfigError::new(key, e.kind.to_string()));
+        } else {
+            more += 1;
+        }
+    }
+    let mut error = first.unwrap_or_else(|| ConfigError::new("configuration", "unreadable"));
+    if more > 0 {
+        error.reason.push_str(&format!(" (and {more} more errors)"));
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct JobCfg {
+        devices: u32,
+        name: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Inner {
+        a: u32,
+        b: u32,
+    }
+
+    /// The job's defaults differ from `Inner::default()`, as a job's often do.
+    impl Default for JobCfg {
+        fn default() -> Self {
+            JobCfg { devices: 1, name: String::new(), inner: Inner { a: 10, b: 20 } }
+        }
+    }
+
+    /// Loads with exactly the given `TRIBUTARY_*` variables set (figment's jail restores the
+    /// environment afterwards and serialises the tests that use it).
+    #[allow(clippy::result_large_err)] // figment's jail API returns its own error type
+    fn load(args: &RunArgs, env: &[(&str, &str)]) -> Result<Config<JobCfg>, ConfigError> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in env {
+                jail.set_env(format!("TRIBUTARY_{k}"), v);
+            }
+            out = Some(Config::<JobCfg>::load(args));
+            Ok(())
+        });
+        out.expect("the jail ran the closure")
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let f = file("[runtime]\nworkers = 3\n[job]\ndevices = 7\nname = \"a\"\n");
+        let mut args = RunArgs { config: Some(f.path().into()), ..Default::default() };
+        let c = load(&args, &[]).unwrap();
+        assert_eq!((c.runtime.workers, c.job.devices, c.job.name.as_str()), (3, 7, "a"));
+
+        let c = load(&args, &[("WORKERS", "5"), ("JOB__DEVICES", "9")]).unwrap();
+        assert_eq!((c.runtime.workers, c.job.devices), (5, 9));
+
+        args.workers = Some(2);
+        args.overrides = vec!["job.devices=11".into(), "job.name=plain words".into()];
+        let c = load(&args, &[("WORKERS", "5")]).unwrap();
+        assert_eq!((c.runtime.workers, c.job.devices, c.job.name.as_str()), (2, 11, "plain words"));
+    }
+
+    #[test]
+    fn a_nested_override_keeps_the_job_defaults_of_its_siblings() {
+        let args = RunArgs { overrides: vec!["job.inner.a=1".into()], ..Default::default() };
+        let c = load(&args, &[]).unwrap();
+        assert_eq!(c.job.inner, Inner { a: 1, b: 20 });
+        assert_eq!(c.job.devices, 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let f = file("[job]\ndevices = \"many\"\n");
+        let args = RunArgs { config: Some(f.path().into()), ..Default::default() };
+        let e = load(&args, &[]).unwrap_err();
+        assert!(e.key.starts_with("job.devices"), "{e}");
+        assert!(e.reason.contains("invalid type"), "{e}");
+
+        let f = file("[runtime]\nwrokers = 2\n");
+        let args = RunArgs { config: Some(f.path().into()), ..Default::default() };
+        let e = load(&args, &[]).unwrap_err();
+        assert!(e.to_string().contains("unknown field: found `wrokers`"), "{e}");
+
+        let f = file("[runtime\n");
+        let args = RunArgs { config: Some(f.path().into()), ..Default::default() };
+        let e = load(&args, &[]).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+
+        let e = load(&RunArgs::default(), &[("WORKERS", "lots")]).unwrap_err();
+        assert!(e.key.starts_with("runtime.workers"), "{e}");
+
+        let args = RunArgs { overrides: vec!["job.devices".into()], ..Default::default() };
+        assert_eq!(load(&args, &[]).unwrap_err().key, "--set");
+
+        let args = RunArgs { config: Some("/nonexistent/x.toml".into()), ..Default::default() };
+        assert_eq!(load(&args, &[]).unwrap_err().key, "--config");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let args = RunArgs { processes: Some(2), ..Default::default() };
+        assert_eq!(load(&args, &[]).unwrap_err().key, "runtime.hostfile");
+
+        let args = RunArgs { processes: Some(2), process_id: Some(2), ..Default::default() };
+        assert_eq!(load(&args, &[]).unwrap_err().key, "runtime.process_id");
+
+        let hosts = file("# two processes\n127.0.0.1:4000\n\n127.0.0.1:4001\n");
+        let args = RunArgs {
+            processes: Some(2),
+            process_id: Some(1),
+            hostfile: Some(hosts.path().into()),
+            ..Default::default()
+        };
+        let c = load(&args, &[]).unwrap();
+        assert_eq!(c.addresses, vec!["127.0.0.1:4000", "127.0.0.1:4001"]);
+
+        let bad = file("127.0.0.1:4000\nnot an address\n");
+        let args =
+            RunArgs { processes: Some(2), hostfile: Some(bad.path().into()), ..Default::default() };
+        let e = load(&args, &[]).unwrap_err();
+        assert!(e.key.ends_with(":2"), "{e}");
+    }
+}

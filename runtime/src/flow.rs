@@ -1,0 +1,153 @@
+//! [`Flow`]: what a job's graph-building code sees on each worker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::operators::Concat;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::dead_letter::DeadLetter;
+use crate::error::Error;
+use crate::time::{Granularity, Time};
+
+/// A stream of records of type `D` in a Tributary dataflow.
+pub type Events<'scope, D> = StreamVec<'scope, Time, D>;
+
+/// Data that can travel between workers and processes.
+pub trait Data: timely::ExchangeData + Clone {}
+impl<T: timely::ExchangeData + Clone> Data for T {}
+
+/// State shared by all workers of one process: the stop request and the first failure.
+#[derive(Debug, Default)]
+pub struct JobState {
+    stop: AtomicBool,
+    failure: Mutex<Option<Error>>,
+}
+
+impl JobState {
+    /// Asks every source of this process to stop; the dataflow then drains and sinks flush.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was requested (by a signal or a failure).
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Records a failure (the first one is kept) and requests a stop.
+    pub fn fail(&self, error: Error) {
+        tracing::error!(%error, "job failing");
+        let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(error);
+        }
+        drop(slot);
+        self.request_stop();
+    }
+
+    /// Takes the recorded failure, if any.
+    pub fn take_failure(&self) -> Option<Error> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What every operator of a job may need from the runtime: the job's name, its shared state
+/// and its time granularity. The runtime stores it in timely's worker configuration, so any
+/// operator can reach it from its scope (see [`job_context`]).
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// The job's name.
+    pub name: Arc<str>,
+    /// The process's shared job state.
+    pub state: Arc<JobState>,
+    /// The step event time is rounded to for timely timestamps.
+    pub granularity: Granularity,
+}
+
+impl JobContext {
+    /// The key under which the runtime stores the context in timely's worker configuration.
+    pub const CONFIG_KEY: &'static str = "tributary.job";
+
+    /// A context for a job named `name`.
+    pub fn new(name: &str, granularity: Granularity) -> Self {
+        JobContext { name: name.into(), state: Arc::default(), granularity }
+    }
+
+    /// Stores the context in a timely worker configuration.
+    pub fn install(&self, config: &mut timely::WorkerConfig) {
+        config.set(Self::CONFIG_KEY.to_owned(), self.clone());
+    }
+}
+
+/// The job context of the worker that runs `scope`. Outside a Tributary job (a bare
+/// `timely::example`, say) this is a fresh context with the default granularity.
+pub fn job_context(scope: &Scope<'_, Time>) -> JobContext {
+    scope
+        .worker()
+        .config()
+        .get::<JobContext>(JobContext::CONFIG_KEY)
+        .cloned()
+        .unwrap_or_else(|| JobContext::new("unnamed", Granularity::DEFAULT))
+}
+
+/// The job's graph-building context on one worker: the timely scope plus what sources and
+/// sinks need from the runtime.
+///
+/// Every worker runs the same building code, so every worker builds the same graph.
+pub struct Flow<'scope> {
+    scope: Scope<'scope, Time>,
+    context: JobContext,
+    dead_letters: Option<Events<'scope, DeadLetter>>,
+}
+
+impl<'scope> Flow<'scope> {
+    /// A context over `scope`. The runtime makes one per worker; tests may make their own.
+    pub fn new(scope: Scope<'scope, Time>) -> Self {
+        Flow { scope, context: job_context(&scope), dead_letters: None }
+    }
+
+    /// The timely scope, for timely and differential operators.
+    pub fn scope(&self) -> Scope<'scope, Time> {
+        self.scope
+    }
+
+    /// The job's name.
+    pub fn job(&self) -> &str {
+        &self.context.name
+    }
+
+    /// This worker's index among all workers of all processes.
+    pub fn worker_index(&self) -> usize {
+        self.scope.index()
+    }
+
+    /// The number of workers in the job.
+    pub fn workers(&self) -> usize {
+        self.scope.peers()
+    }
+
+    /// The step event time is rounded to for timely timestamps.
+    pub fn granularity(&self) -> Granularity {
+        self.context.granularity
+    }
+
+    /// The process's shared job state.
+    pub fn state(&self) -> &Arc<JobState> {
+        &self.context.state
+    }
+
+    /// Adds a stream of dead letters to the job's dead-letter output.
+    pub fn add_dead_letters(&mut self, stream: Events<'scope, DeadLetter>) {
+        self.dead_letters = Some(match self.dead_letters.take() {
+            Some(existing) => existing.concat(stream),
+            None => stream,
+        });
+    }
+
+    /// Takes every dead letter added so far, to send them to a sink of the job's choice.
+    /// Dead letters not taken are logged and counted only.
+    pub fn take_dead_letters(&mut self) -> Option<Events<'scope, DeadLetter>> {
+        self.dead_letters.take()
+    }
+}

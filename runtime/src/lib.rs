@@ -1,0 +1,29 @@
+//! Tributary's runtime: the job API, the time model, configuration, and the drivers that run
+//! sources and sinks on timely-dataflow workers.
+//!
+//! Nothing here knows about Kafka or Parquet: connectors implement [`Source`] and [`Sink`],
+//! operators extend timely streams, and job binaries tie them together with [`Job`].
+
+pub mod cluster;
+pub mod config;
+pub mod dead_letter;
+pub mod error;
+pub mod flow;
+pub mod job;
+pub mod logging;
+pub mod metrics;
+pub mod sink;
+pub mod source;
+pub mod time;
+
+pub use config::{Config, LogFormat, RunArgs, RuntimeConfig};
+pub use dead_letter::DeadLetter;
+pub use error::{ConfigError, Error, Result};
+pub use flow::{job_context, Data, Events, Flow, JobContext, JobState};
+pub use job::{Job, EXIT_CONFIG, EXIT_FAILURE};
+pub use sink::{Sink, SinkContext, SinkExt, SinkWriter};
+pub use source::{source_error, Emitter, Poll, Source, SourceContext, SourceReader};
+pub use time::{EventTime, Granularity, HumanDuration, Time, Timestamped};
+
+/// Re-exported so that jobs and connectors use the same timely as the runtime.
+pub use timely;

@@ -1,0 +1,26 @@
+//! Metric and label names, in one place (`tributary_<component>_<thing>_<unit>`).
+//!
+//! Metrics go through the `metrics` facade; a process without an installed recorder pays
+//! almost nothing for them.
+
+/// Label: the job's name.
+pub const JOB: &str = "job";
+/// Label: a source's name.
+pub const SOURCE: &str = "source";
+/// Label: a sink's name.
+pub const SINK: &str = "sink";
+/// Label: an operator's name.
+pub const OPERATOR: &str = "operator";
+/// Label: the global worker index.
+pub const WORKER: &str = "worker";
+
+/// Counter: records a source emitted.
+pub const SOURCE_RECORDS: &str = "tributary_source_records_total";
+/// Counter: records rejected into the dead-letter output.
+pub const DEAD_LETTERS: &str = "tributary_dead_letters_total";
+/// Counter: records a sink wrote.
+pub const SINK_RECORDS: &str = "tributary_sink_records_total";
+/// Counter: late records an operator accepted as updates.
+pub const LATE_UPDATES: &str = "tributary_operator_late_updates_total";
+/// Counter: records too late for any window, sent to the late output.
+pub const LATE_DROPPED: &str = "tributary_operator_late_records_total";

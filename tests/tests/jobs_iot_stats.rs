@@ -1,0 +1,262 @@
+//! End-to-end tests of the main job, `iot-stats`, run as separate processes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use serde_json::Value;
+use support::{job_command, run_cluster, run_job, sorted_lines};
+use tributary_connectors::generator::Generate;
+use tributary_connectors::{IotConfig, IotReadings, Pace};
+
+/// A small configuration: 40 000 readings of 12 devices, 10 s windows, 2 s disorder.
+const SMALL: &[&str] = &[
+    "--set",
+    "job.readings.devices=12",
+    "--set",
+    "job.readings.pace.events=40000",
+    "--set",
+    "job.window=\"10s\"",
+];
+
+fn stdout_lines(args: &[&str]) -> Vec<String> {
+    let out = run_job("iot-stats", args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    sorted_lines([out.stdout.as_slice()])
+}
+
+/// The expected output, recomputed naively from the generator's events.
+fn expected_small() -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
+    let config = IotConfig {
+        devices: 12,
+        pace: Pace {
+            events: Some(40_000),
+            max_disorder: tributary_runtime::HumanDuration(std::time::Duration::from_secs(2)),
+            ..Pace::default()
+        },
+        ..IotConfig::default()
+    };
+    let readings = IotReadings::new(&config).expect("valid config");
+    let model = readings.model();
+    model.start(0, 1);
+    let mut groups: BTreeMap<(u64, u64), Vec<f64>> = BTreeMap::new();
+    for i in 0..40_000 {
+        let (t, r) = model.event(&mut (), i);
+        groups.entry((u64::from(r.device), t - t % 10_000)).or_default().push(r.value);
+    }
+    groups
+        .into_iter()
+        .map(|(k, vs)| {
+            let micros: i128 = vs.iter().map(|v| (v * 1e6).round() as i128).sum();
+            let mean = (micros as f64 / 1e6 / vs.len() as f64 * 1e4).round() / 1e4;
+            let min = vs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = vs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (k, (vs.len() as u64, min, max, mean))
+        })
+        .collect()
+}
+
+fn parse(lines: &[String]) -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
+    lines
+        .iter()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).expect("JSON output");
+            let start = tributary_runtime::time::parse_event_time(
+                v["window_start"].as_str().expect("window_start"),
+            )
+            .expect("RFC 3339");
+            assert_eq!(v["revision"], 0, "no late data, no corrections: {line}");
+            let f = |k: &str| v[k].as_f64().expect("number");
+            (
+                (v["device"].as_u64().expect("device"), start),
+                (v["count"].as_u64().expect("count"), f("min"), f("max"), f("mean")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn output_matches_a_naive_recomputation_of_the_generated_events() {
+    let lines = stdout_lines(SMALL);
+    assert_eq!(parse(&lines), expected_small());
+}
+
+#[test]
+fn same_rows_with_one_worker_two_workers_and_two_processes() {
+    let one = stdout_lines(SMALL);
+    let mut two_args = SMALL.to_vec();
+    two_args.extend(["--workers", "2"]);
+    let two = stdout_lines(&two_args);
+    assert_eq!(one, two, "1 worker vs --workers 2");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outputs = run_cluster("iot-stats", 2, SMALL, dir.path());
+    for (p, out) in outputs.iter().enumerate() {
+        assert!(out.status.success(), "process {p}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let processes = sorted_lines(outputs.iter().map(|o| o.stdout.as_slice()));
+    assert_eq!(one, processes, "1 worker vs --processes 2");
+    assert!(!one.is_empty());
+}
+
+#[test]
+fn default_run_produces_one_row_per_device_and_minute() {
+    let lines = stdout_lines(&[]);
+    // 100 devices, ten minutes of event time plus the minute the disorder reaches back into.
+    assert_eq!(lines.len(), 100 * 11);
+    let total: u64 = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON")["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(total, 600_000, "every generated reading is counted once");
+}
+
+/// Asserts the run failed with exit code 2 and one line on stderr containing `needle`.
+fn assert_config_error(args: &[&str], needle: &str) {
+    let out = run_job("iot-stats", args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_configuration_fails_fast_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad_type = dir.path().join("bad-type.toml");
+    std::fs::write(&bad_type, "[job]\nwindow = 60\n").expect("write");
+    let bad_type = bad_type.to_str().expect("utf-8");
+    assert_config_error(&["--config", bad_type], "job.window");
+
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[job.readings]\ndevicez = 5\n").expect("write");
+    assert_config_error(&["--config", unknown.to_str().expect("utf-8")], "devicez");
+
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(&syntax, "[job\n").expect("write");
+    assert_config_error(&["--config", syntax.to_str().expect("utf-8")], "syntax.toml");
+
+    assert_config_error(
+        &["--set", "job.readings.devices=0"],
+        "job.readings.devices: must be at least 1",
+    );
+    assert_config_error(&["--set", "job.readings.pace.rate=-5"], "job.readings.pace.rate");
+    assert_config_error(&["--set", "job.input.path=/nonexistent/readings.jsonl"], "job.input.path");
+    assert_config_error(&["--config", "/nonexistent/job.toml"], "--config");
+    assert_config_error(&["--processes", "2"], "runtime.hostfile");
+}
+
+#[test]
+fn unknown_flag_fails_with_exit_code_2() {
+    assert_config_error(&["--wrokers", "2"], "--wrokers");
+    assert_config_error(&["--workers", "0"], "--workers");
+}
+
+#[test]
+fn malformed_input_lines_are_reported_with_file_and_line_and_skipped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("readings.jsonl");
+    let good = |device: u32, value: f64, ts: u64| {
+        format!(
+            r#"{{"device":{device},"site":1,"sensor":"temperature","value":{value},"ts":{ts}}}"#
+        )
+    };
+    let lines = [
+        good(1, 20.5, 1_000),
+        "{not json".to_owned(),
+        good(1, 21.5, 2_000),
+        r#"{"device":"one","site":1,"sensor":"temperature","value":1.0,"ts":5}"#.to_owned(),
+        String::new(),
+        r#"{"device":2,"site":1,"sensor":"smell","value":1.0,"ts":5}"#.to_owned(),
+        good(2, 19.0, 3_000),
+        "\u{0}\u{1}binary".to_owned(),
+    ];
+    std::fs::write(&path, lines.join("\n")).expect("write input");
+    let input = format!("job.input.path=\"{}\"", path.display());
+    let out = run_job("iot-stats", &["--set", &input]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for line in [2, 4, 6, 8] {
+        assert!(
+            stderr.contains(&format!("readings.jsonl:{line}")),
+            "line {line} not reported: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("readings.jsonl:5"), "blank lines are not errors: {stderr}");
+    let rows = sorted_lines([out.stdout.as_slice()]);
+    let counts: Vec<(u64, u64)> = rows
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON");
+            (v["device"].as_u64().expect("device"), v["count"].as_u64().expect("count"))
+        })
+        .collect();
+    assert_eq!(counts, vec![(1, 2), (2, 1)], "the good lines flow: {rows:?}");
+}
+
+#[test]
+fn csv_input_errors_name_the_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("readings.csv");
+    std::fs::write(
+        &path,
+        "device,site,sensor,value,ts\n3,1,humidity,40.5,100\n3,1,humidity,not-a-number,200\n3,1\n",
+    )
+    .expect("write input");
+    let input = format!("job.input.path=\"{}\"", path.display());
+    let out = run_job("iot-stats", &["--set", &input]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("readings.csv:3"), "{stderr}");
+    assert!(stderr.contains("readings.csv:4"), "{stderr}");
+    let rows = sorted_lines([out.stdout.as_slice()]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].contains(r#""count":1"#), "{rows:?}");
+}
+
+#[test]
+fn sigterm_stops_an_endless_job_cleanly_and_flushes() {
+    let mut child = job_command(
+        "iot-stats",
+        &[
+            "--set",
+            "job.readings.pace.rate=20000",
+            "--set",
+            "job.readings.pace.events_per_second=20000",
+            "--set",
+            "job.window=\"1s\"",
+            "--set",
+            "job.readings.devices=3",
+        ],
+    )
+    .env("RUST_LOG", "info")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    // Wait for the first result: the job is running and windows are firing.
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read");
+    assert!(first.contains("window_start"), "{first}");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the rest");
+    let out = child.wait_with_output().expect("the job ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stop requested"), "{stderr}");
+    assert!(stderr.contains("job finished"), "{stderr}");
+    // Every line written before the stop is complete JSON.
+    for line in rest.lines() {
+        serde_json::from_str::<Value>(line).expect("complete JSON lines");
+    }
+}
