@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// A record that a source or operator could not process. Dead letters are counted
 /// (`tributary_dead_letters_total`), logged, and flow on a stream of their own that a job can
 /// send to any sink.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The source or operator that rejected the record.
     pub origin: String,

@@ -348,3 +348,68 @@ where
 pub fn source_error(ctx: &SourceContext, reason: impl std::fmt::Display) -> Error {
     Error::Source { source_name: ctx.name.clone(), reason: reason.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timely::dataflow::operators::capture::{Capture, Extract};
+
+    /// Replays scripted polls: each emits `(event time, value)` records, then a watermark.
+    struct Script(Vec<(Vec<(EventTime, u64)>, Option<EventTime>)>);
+
+    impl Source for Script {
+        type Item = u64;
+        type Reader = ScriptReader;
+        fn name(&self) -> &str {
+            "script"
+        }
+        fn reader(&self, _: &SourceContext) -> Result<ScriptReader> {
+            Ok(ScriptReader(self.0.clone().into_iter().rev().collect()))
+        }
+    }
+
+    struct ScriptReader(Vec<(Vec<(EventTime, u64)>, Option<EventTime>)>);
+
+    impl SourceReader for ScriptReader {
+        type Item = u64;
+        fn poll(&mut self, out: &mut Emitter<'_, u64>) -> Result<Poll> {
+            let Some((records, watermark)) = self.0.pop() else { return Ok(Poll::Done) };
+            for (t, v) in records {
+                if v == 666 {
+                    out.dead_letter(DeadLetter::new("script", format!("#{t}"), "bad", b"666"));
+                } else {
+                    out.emit(t, v);
+                }
+            }
+            if let Some(w) = watermark {
+                out.advance_watermark(w);
+            }
+            // One poll per activation keeps the script's watermarks between its batches.
+            Ok(Poll::Pending(Duration::ZERO))
+        }
+    }
+
+    #[test]
+    fn records_travel_at_their_quantized_time_or_the_watermark_if_late() {
+        let script = Script(vec![
+            (vec![(150, 1), (50, 2), (250, 3)], Some(120)),
+            // 20 and 110 are behind the watermark (100 after rounding): late.
+            (vec![(20, 4), (110, 5), (399, 6), (7, 666)], Some(400)),
+            (vec![(90, 7)], None),
+        ]);
+        let (ok, err) = timely::example(move |scope| {
+            let mut flow = Flow::new(scope);
+            let (ok, err) = flow.source_with_errors(&script);
+            (ok.capture(), err.capture())
+        });
+        let ok = ok.extract();
+        assert_eq!(
+            ok,
+            vec![(0, vec![2]), (100, vec![1, 4, 5]), (200, vec![3]), (300, vec![6]), (400, vec![7])]
+        );
+        let err = err.extract();
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].0, 100, "dead letters travel at the watermark");
+        assert_eq!(err[0].1[0].location, "#7");
+    }
+}

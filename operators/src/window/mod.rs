@@ -105,6 +105,7 @@ where
     /// use serde::{Deserialize, Serialize};
     /// use timely::dataflow::operators::{Capture, ToStream};
     /// use timely::dataflow::operators::capture::Extract;
+    /// use timely::dataflow::operators::vec::Map;
     /// use tributary_operators::{Count, KeyBy, Tumbling};
     /// use tributary_runtime::Timestamped;
     ///
@@ -123,11 +124,11 @@ where
     ///         .key_by(|r| r.sensor)
     ///         .window(Tumbling::new(Duration::from_secs(1)))
     ///         .aggregate(Count)
+    ///         .map(|result| (result.window.start, result.value))
     ///         .capture()
     /// });
-    /// let counts: Vec<u64> = captured.extract().into_iter()
-    ///     .flat_map(|(_, rs)| rs).map(|r| r.value).collect();
-    /// assert_eq!(counts, vec![2, 1]);
+    /// let counts: Vec<(u64, u64)> = captured.extract().into_iter().flat_map(|(_, rs)| rs).collect();
+    /// assert_eq!(counts, vec![(0, 2), (1000, 1)]);
     /// ```
     pub fn aggregate<A: Aggregator<V>>(self, agg: A) -> Events<'scope, WindowResult<K, A::Out>> {
         self.aggregate_with_late(agg).0
