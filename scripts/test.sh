@@ -4,11 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Rust's formatter and linter are part of the toolchain image; add them if missing.
-for component in rustfmt clippy; do
-    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
-        rustup component add "${component}"
-    fi
-done
-
 cargo test --workspace --locked "$@"

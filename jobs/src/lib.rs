@@ -17,3 +17,8 @@ pub mod prelude {
         Config, ConfigError, Events, Flow, HumanDuration, Job, SinkExt, Timestamped,
     };
 }
+
+/// The README's example job, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -405,7 +405,13 @@ mod tests {
         let ok = ok.extract();
         assert_eq!(
             ok,
-            vec![(0, vec![2]), (100, vec![1, 4, 5]), (200, vec![3]), (300, vec![6]), (400, vec![7])]
+            vec![
+                (0, vec![2]),
+                (100, vec![1, 4, 5]),
+                (200, vec![3]),
+                (300, vec![6]),
+                (400, vec![7])
+            ]
         );
         let err = err.extract();
         assert_eq!(err.len(), 1);
