@@ -354,8 +354,11 @@ mod tests {
     use super::*;
     use timely::dataflow::operators::capture::{Capture, Extract};
 
-    /// Replays scripted polls: each emits `(event time, value)` records, then a watermark.
-    struct Script(Vec<(Vec<(EventTime, u64)>, Option<EventTime>)>);
+    /// One scripted poll: `(event time, value)` records, then a watermark.
+    type Step = (Vec<(EventTime, u64)>, Option<EventTime>);
+
+    /// Replays scripted polls.
+    struct Script(Vec<Step>);
 
     impl Source for Script {
         type Item = u64;
@@ -368,7 +371,7 @@ mod tests {
         }
     }
 
-    struct ScriptReader(Vec<(Vec<(EventTime, u64)>, Option<EventTime>)>);
+    struct ScriptReader(Vec<Step>);
 
     impl SourceReader for ScriptReader {
         type Item = u64;
