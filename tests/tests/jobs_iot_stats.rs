@@ -260,3 +260,40 @@ fn sigterm_stops_an_endless_job_cleanly_and_flushes() {
         serde_json::from_str::<Value>(line).expect("complete JSON lines");
     }
 }
+
+#[test]
+fn file_output_in_csv_with_json_logs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_dir = dir.path().join("out");
+    let output =
+        format!("job.output={{kind=\"file\", path=\"{}\", format=\"csv\"}}", out_dir.display());
+    let mut args = SMALL.to_vec();
+    args.extend(["--set", &output, "--workers", "2", "--log-format", "json"]);
+    let out = job_command("iot-stats", &args).env("RUST_LOG", "info").output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "results go to the files");
+    for line in stderr.lines() {
+        let log: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(log["level"].is_string() && log["message"].is_string(), "{line}");
+    }
+    assert!(stderr.contains("job finished"));
+
+    let mut total = 0;
+    let mut rows = 0;
+    for worker in 0..2 {
+        let text = std::fs::read_to_string(out_dir.join(format!("part-{worker:04}.csv")))
+            .expect("a file per worker");
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("device,sensor,window_start,window_end,count,min,max,mean,revision")
+        );
+        for line in lines {
+            total += line.split(',').nth(4).expect("count column").parse::<u64>().expect("count");
+            rows += 1;
+        }
+    }
+    assert_eq!(total, 40_000, "every reading counted once");
+    assert_eq!(rows, expected_small().len());
+}

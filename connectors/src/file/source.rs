@@ -1,8 +1,8 @@
 //! The file source: JSON lines or CSV, one file or a directory, split across workers.
 //!
 //! Files are listed once, before the workers start. Each file is a unit of work; JSON-lines
-//! files larger than [`SPLIT_BYTES`] are cut into byte ranges (a line belongs to the range it
-//! starts in). Units go round-robin to workers. A line that cannot be decoded becomes a dead
+//! files larger than `split_size` (default [`SPLIT_BYTES`]) are cut into byte ranges (a line
+//! belongs to the range it starts in). Units go round-robin to workers. A line that cannot be decoded becomes a dead
 //! letter naming `file:line`; the good lines flow on.
 
 use std::fs::File;
@@ -41,6 +41,13 @@ pub struct FileSourceConfig {
     /// CSV only: whether the first line names the columns (default true).
     #[serde(default = "yes")]
     pub header: bool,
+    /// JSON lines only: files larger than this many bytes are read by several workers.
+    #[serde(default = "split_bytes")]
+    pub split_size: u64,
+}
+
+fn split_bytes() -> u64 {
+    SPLIT_BYTES
 }
 
 fn yes() -> bool {
@@ -55,6 +62,7 @@ impl FileSourceConfig {
             format: None,
             max_out_of_orderness: None,
             header: true,
+            split_size: SPLIT_BYTES,
         }
     }
 }
@@ -81,6 +89,9 @@ impl<D> FileSource<D> {
     /// Lists the input files and checks the settings; keys are relative to the source's table.
     pub fn new(name: &str, config: &FileSourceConfig) -> Result<Self, ConfigError> {
         let path = &config.path;
+        if config.split_size == 0 {
+            return Err(ConfigError::new("split_size", "must be at least 1"));
+        }
         let meta = std::fs::metadata(path)
             .map_err(|e| ConfigError::new("path", format!("`{}`: {e}", path.display())))?;
         let mut paths = Vec::new();
@@ -111,10 +122,10 @@ impl<D> FileSource<D> {
                 .map_err(|e| ConfigError::new("path", format!("`{}`: {e}", p.display())))?
                 .len();
             let format = config.format.unwrap_or_else(|| Format::from_path(&p));
-            if format == Format::Json && size > SPLIT_BYTES {
+            if format == Format::Json && size > config.split_size {
                 let mut start = 0;
                 while start < size {
-                    let end = (start + SPLIT_BYTES).min(size);
+                    let end = (start + config.split_size).min(size);
                     units.push(Unit { file: index, start, end });
                     start = end;
                 }
@@ -403,4 +414,113 @@ fn join_record(record: &csv::ByteRecord) -> Vec<u8> {
         raw.extend_from_slice(field);
     }
     raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+
+    use serde::Deserialize;
+    use timely::dataflow::operators::capture::{Capture, Event};
+    use tributary_runtime::Flow;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        n: u64,
+        ts: u64,
+    }
+
+    impl Timestamped for Row {
+        fn event_time(&self) -> EventTime {
+            self.ts
+        }
+    }
+
+    /// Reads `config` with `workers` worker threads; returns the rows and the dead letters.
+    fn read_all(config: &FileSourceConfig, workers: usize) -> (Vec<Row>, Vec<DeadLetter>) {
+        let source = Arc::new(FileSource::<Row>::new("rows", config).expect("valid config"));
+        let (rows_tx, rows_rx) = mpsc::channel();
+        let (dead_tx, dead_rx) = mpsc::channel();
+        let senders = Arc::new(Mutex::new((rows_tx, dead_tx)));
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (rows_tx, dead_tx) = senders.lock().expect("not poisoned").clone();
+            let source = Arc::clone(&source);
+            worker.dataflow::<u64, _, _>(move |scope| {
+                let mut flow = Flow::new(scope);
+                let (ok, err) = flow.source_with_errors(&*source);
+                ok.capture_into(rows_tx);
+                err.capture_into(dead_tx);
+            });
+        })
+        .expect("timely runs")
+        .join();
+        (messages(rows_rx), messages(dead_rx))
+    }
+
+    fn messages<D>(rx: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
+        rx.try_iter()
+            .flat_map(|e| match e {
+                Event::Messages(_, data) => data,
+                Event::Progress(_) => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_split_file_is_read_once_with_correct_line_numbers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rows.jsonl");
+        let mut text = String::new();
+        for n in 1..=500u64 {
+            if n % 97 == 0 {
+                text.push_str(&format!("broken line {n}\n"));
+            } else {
+                text.push_str(&format!("{{\"n\":{n},\"ts\":{}}}\n", n * 10));
+            }
+        }
+        std::fs::write(&path, text).expect("write");
+        let config = FileSourceConfig { split_size: 700, ..FileSourceConfig::new(&path) };
+        for workers in [1, 3] {
+            let (mut rows, dead) = read_all(&config, workers);
+            rows.sort_by_key(|r| r.n);
+            let expected: Vec<u64> = (1..=500).filter(|n| n % 97 != 0).collect();
+            assert_eq!(rows.iter().map(|r| r.n).collect::<Vec<_>>(), expected, "{workers} workers");
+            let mut lines: Vec<String> = dead.iter().map(|d| d.location.clone()).collect();
+            lines.sort();
+            let mut want: Vec<String> = [97, 194, 291, 388, 485]
+                .iter()
+                .map(|n| format!("{}:{n}", path.display()))
+                .collect();
+            want.sort();
+            assert_eq!(lines, want, "{workers} workers");
+            assert_eq!(
+                dead[0].payload,
+                format!("broken line {}", dead[0].location.rsplit(':').next().unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_is_read_file_by_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.jsonl"), "{\"n\":1,\"ts\":5}\n").expect("write");
+        std::fs::write(dir.path().join("b.csv"), "n,ts\n2,6\n3,x\n").expect("write");
+        std::fs::write(dir.path().join(".hidden"), "ignored").expect("write");
+        let (mut rows, dead) = read_all(&FileSourceConfig::new(dir.path()), 2);
+        rows.sort_by_key(|r| r.n);
+        assert_eq!(rows, vec![Row { n: 1, ts: 5 }, Row { n: 2, ts: 6 }]);
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].location.ends_with("b.csv:3"), "{dead:?}");
+    }
+
+    #[test]
+    fn bad_paths_are_config_errors() {
+        let e = FileSource::<Row>::new("rows", &FileSourceConfig::new("/nonexistent")).err();
+        assert_eq!(e.expect("an error").key, "path");
+        let empty = tempfile::tempdir().expect("temp dir");
+        let e = FileSource::<Row>::new("rows", &FileSourceConfig::new(empty.path())).err();
+        assert!(e.expect("an error").reason.contains("no input files"));
+    }
 }
