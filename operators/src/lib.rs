@@ -13,4 +13,6 @@ pub use aggregate::{
     Aggregator, Count, First, Last, Max, Mean, Min, On, Stats, StatsAcc, Sum, Summary,
 };
 pub use key_by::{key_hash, KeyBy, Keyed};
-pub use window::{Sliding, Tumbling, Window, WindowAssigner, WindowResult, Windowed};
+pub use window::{
+    SessionWindowed, Sliding, Tumbling, Window, WindowAssigner, WindowResult, Windowed, WithLate,
+};

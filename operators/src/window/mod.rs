@@ -9,6 +9,7 @@
 
 mod aggregate;
 mod assigner;
+mod session;
 
 use std::fmt;
 use std::hash::Hash;
@@ -19,6 +20,7 @@ use tributary_runtime::time::millis;
 use tributary_runtime::{Data, EventTime, Events, Timestamped};
 
 pub use assigner::{Sliding, Tumbling, WindowAssigner};
+pub use session::SessionWindowed;
 
 use crate::aggregate::Aggregator;
 use crate::key_by::Keyed;

@@ -1,0 +1,326 @@
+//! Session windows: per key, records closer than `gap` in event time form one session.
+//!
+//! A record at event time `e` opens the window `[e, e + gap)`; windows of the same key that
+//! overlap merge into one, so a session ends `gap` after its last record. A session fires when
+//! the frontier reaches its end (no on-time record can extend it then).
+//!
+//! Like the fixed windows, sessions aggregate in two phases: records are merged into partial
+//! sessions per input batch before the keyed exchange, and partial sessions are merged into
+//! each key's sessions after it.
+//!
+//! Lateness: a record at timely time `t` is late when `t` is above its own rounded event time
+//! (it was read behind the watermark), and too late when it is late and
+//! `t >= e + allowed_lateness`. Fixed windows judge by the window end; a session's end is not
+//! known until it closes, and judging by the record's own time guarantees that an accepted
+//! record never meets a session whose state was already freed. A late record that changes a fired session emits the merged
+//! session with a higher `revision`; it replaces every earlier result of that key whose window
+//! it overlaps.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::Capability;
+use tributary_runtime::metrics as m;
+use tributary_runtime::time::millis;
+use tributary_runtime::{job_context, Data, Events, Time, Timestamped};
+
+use super::{Window, WindowResult, WithLate};
+use crate::aggregate::Aggregator;
+use crate::key_by::{key_hash, Keyed};
+
+/// A keyed stream with a session gap, waiting for its aggregation.
+pub struct SessionWindowed<'scope, K, V> {
+    keyed: Keyed<'scope, K, V>,
+    gap: u64,
+    allowed_lateness: u64,
+}
+
+impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
+    /// Groups each key's records into sessions separated by at least `gap` of event time.
+    pub fn session_window(self, gap: Duration) -> SessionWindowed<'scope, K, V> {
+        SessionWindowed { keyed: self, gap: millis(gap).max(1), allowed_lateness: 0 }
+    }
+}
+
+impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> SessionWindowed<'scope, K, V> {
+    /// Keeps fired sessions for `lateness`, so late records update them.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness = millis(lateness);
+        self
+    }
+
+    /// Aggregates each session. Too-late records are counted and dropped; see
+    /// [`SessionWindowed::aggregate_with_late`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use serde::{Deserialize, Serialize};
+    /// use timely::dataflow::operators::capture::{Capture, Extract};
+    /// use timely::dataflow::operators::vec::Map;
+    /// use timely::dataflow::operators::ToStream;
+    /// use tributary_operators::{Count, KeyBy};
+    /// use tributary_runtime::Timestamped;
+    ///
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// struct Click { ts: u64, user: u32 }
+    /// impl Timestamped for Click {
+    ///     fn event_time(&self) -> u64 { self.ts }
+    /// }
+    ///
+    /// let captured = timely::example(|scope| {
+    ///     // Clicks at 0, 1 s and 2 s form one session; 10 s starts another.
+    ///     [0, 1000, 2000, 10_000].map(|ts| Click { ts, user: 7 })
+    ///         .to_stream(scope)
+    ///         .container::<Vec<Click>>()
+    ///         .key_by(|c| c.user)
+    ///         .session_window(Duration::from_secs(5))
+    ///         .aggregate(Count)
+    ///         .map(|r| (r.window.start, r.window.end, r.value))
+    ///         .capture()
+    /// });
+    /// let sessions: Vec<_> = captured.extract().into_iter().flat_map(|(_, rs)| rs).collect();
+    /// assert_eq!(sessions, vec![(0, 7000, 3), (10_000, 15_000, 1)]);
+    /// ```
+    pub fn aggregate<A: Aggregator<V>>(self, agg: A) -> Events<'scope, WindowResult<K, A::Out>> {
+        self.aggregate_with_late(agg).0
+    }
+
+    /// Aggregates each session, and returns too-late records as a second stream.
+    pub fn aggregate_with_late<A: Aggregator<V>>(
+        self,
+        agg: A,
+    ) -> WithLate<'scope, WindowResult<K, A::Out>, K, V> {
+        let name =
+            format!("session({})", humantime::format_duration(Duration::from_millis(self.gap)));
+        let (partials, late) =
+            combine(self.keyed.into_stream(), &name, self.gap, self.allowed_lateness, agg.clone());
+        (merge(partials, &name, self.allowed_lateness, agg), late)
+    }
+}
+
+/// Inserts `(window, acc)` into a start-ordered list of disjoint sessions, merging every
+/// session it overlaps. Returns the index of the resulting session.
+fn insert<A: Aggregator<V>, V, X>(
+    sessions: &mut Vec<(Window, A::Acc, X)>,
+    agg: &A,
+    mut window: Window,
+    mut acc: A::Acc,
+    mut extra: X,
+    combine_extra: impl Fn(X, X) -> X,
+) -> usize {
+    let first = sessions.partition_point(|(w, _, _)| w.end <= window.start);
+    let mut last = first;
+    while last < sessions.len() && sessions[last].0.start < window.end {
+        last += 1;
+    }
+    for (w, other, x) in sessions.drain(first..last) {
+        window.start = window.start.min(w.start);
+        window.end = window.end.max(w.end);
+        agg.merge(&mut acc, other);
+        extra = combine_extra(extra, x);
+    }
+    sessions.insert(first, (window, acc, extra));
+    first
+}
+
+type Partial<K, Acc> = (K, Window, Acc);
+
+/// Phase 1: merge each batch's records into partial sessions per key.
+fn combine<'scope, K, V, A>(
+    input: Events<'scope, (K, V)>,
+    name: &str,
+    gap: u64,
+    lateness: u64,
+    agg: A,
+) -> WithLate<'scope, Partial<K, A::Acc>, K, V>
+where
+    K: Data + Hash + Eq,
+    V: Data + Timestamped,
+    A: Aggregator<V>,
+{
+    let scope = input.scope();
+    let granularity = job_context(&scope).granularity;
+    let operator = format!("window-combine:{name}");
+    let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
+    let late_counter = metrics::counter!(m::LATE_DROPPED, &labels);
+
+    let mut builder = OperatorBuilder::new(operator, scope);
+    let mut input = builder.new_input(input, Pipeline);
+    let (partial_out, partials) = builder.new_output();
+    let (late_out, late) = builder.new_output();
+    let mut partial_out = OutputBuilder::from(partial_out);
+    let mut late_out = OutputBuilder::from(late_out);
+
+    builder.build(move |_capabilities| {
+        let mut batch: FxHashMap<K, Vec<(Window, A::Acc, ())>> = FxHashMap::default();
+        let mut too_late: Vec<(K, V)> = Vec::new();
+        move |_frontiers| {
+            let mut partial_out = partial_out.activate();
+            let mut late_out = late_out.activate();
+            input.for_each(|cap, data| {
+                let Some(&time) = cap.least() else { return data.clear() };
+                for (key, value) in data.drain(..) {
+                    let e = value.event_time();
+                    let late = time > granularity.quantize(e);
+                    if late && time >= e.saturating_add(lateness) {
+                        too_late.push((key, value));
+                        continue;
+                    }
+                    let mut acc = agg.init();
+                    agg.add(&mut acc, &value);
+                    let window = Window { start: e, end: e.saturating_add(gap) };
+                    insert(batch.entry(key).or_default(), &agg, window, acc, (), |_, _| ());
+                }
+                let mut session = partial_out.session(&cap);
+                for (key, sessions) in batch.drain() {
+                    for (w, acc, ()) in sessions {
+                        session.give((key.clone(), w, acc));
+                    }
+                }
+                drop(session);
+                if !too_late.is_empty() {
+                    late_counter.increment(too_late.len() as u64);
+                    late_out.session(&cap).give_container(&mut too_late);
+                    too_late.clear();
+                }
+            });
+        }
+    });
+    (partials, late)
+}
+
+/// A session's bookkeeping after the exchange: how often it was emitted, and whether it fired.
+#[derive(Clone, Copy)]
+struct Emitted {
+    revision: u32,
+    fired: bool,
+}
+
+/// Capabilities and keys waiting for the frontier to reach a session end. Entries can be
+/// stale (the session grew); they are checked when they come due.
+struct Timer<K> {
+    cap: Capability<Time>,
+    keys: Vec<K>,
+}
+
+/// Phase 2: merge partial sessions per key, fire, correct and free them.
+fn merge<'scope, K, V, A>(
+    partials: Events<'scope, Partial<K, A::Acc>>,
+    name: &str,
+    lateness: u64,
+    agg: A,
+) -> Events<'scope, WindowResult<K, A::Out>>
+where
+    K: Data + Hash + Eq,
+    A: Aggregator<V>,
+{
+    let scope = partials.scope();
+    let granularity = job_context(&scope).granularity;
+    let operator = format!("window-aggregate:{name}");
+    let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
+    let late_updates = metrics::counter!(m::LATE_UPDATES, &labels);
+    let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
+
+    partials.unary_frontier(exchange, &operator, move |_cap, _info| {
+        let mut sessions: FxHashMap<K, Vec<(Window, A::Acc, Emitted)>> = FxHashMap::default();
+        let mut timers: BTreeMap<Time, Timer<K>> = BTreeMap::new();
+        let mut cleanup: BTreeMap<Time, Vec<K>> = BTreeMap::new();
+        let mut corrections: Vec<(K, Window)> = Vec::new();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let Some(&time) = cap.least() else { return data.clear() };
+                for (key, window, partial) in data.drain(..) {
+                    let list = sessions.entry(key.clone()).or_default();
+                    let fresh = Emitted { revision: 0, fired: false };
+                    let at = insert(list, &agg, window, partial, fresh, |a, b| Emitted {
+                        revision: a.revision.max(b.revision),
+                        fired: a.fired || b.fired,
+                    });
+                    let (merged, _, emitted) = &mut list[at];
+                    if emitted.fired {
+                        emitted.revision += 1;
+                        corrections.push((key, *merged));
+                        continue;
+                    }
+                    let end = merged.end;
+                    let out_time = time.max(granularity.quantize(end - 1));
+                    let timer = timers.entry(end).or_insert_with(|| Timer {
+                        cap: cap.delayed(&out_time, 0),
+                        keys: Vec::new(),
+                    });
+                    if out_time < *timer.cap.time() {
+                        timer.cap = cap.delayed(&out_time, 0);
+                    }
+                    timer.keys.push(key);
+                }
+                if !corrections.is_empty() {
+                    late_updates.increment(corrections.len() as u64);
+                    let mut session = output.session(&cap);
+                    for (key, window) in corrections.drain(..) {
+                        let list = sessions.get(&key).expect("corrected keys exist");
+                        let (w, acc, emitted) = list
+                            .iter()
+                            .find(|(w, _, _)| *w == window)
+                            .expect("corrected sessions exist");
+                        session.give(WindowResult {
+                            key: key.clone(),
+                            window: *w,
+                            value: agg.finish(acc),
+                            revision: emitted.revision,
+                        });
+                        cleanup.entry(w.end.saturating_add(lateness)).or_default().push(key);
+                    }
+                }
+            });
+
+            let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            while let Some(entry) = timers.first_entry() {
+                if *entry.key() > watermark {
+                    break;
+                }
+                let end = *entry.key();
+                let Timer { cap, keys } = entry.remove();
+                let mut session = output.session(&cap);
+                for key in keys {
+                    let Some(list) = sessions.get_mut(&key) else { continue };
+                    for (w, acc, emitted) in list.iter_mut() {
+                        if w.end == end && !emitted.fired {
+                            emitted.fired = true;
+                            session.give(WindowResult {
+                                key: key.clone(),
+                                window: *w,
+                                value: agg.finish(acc),
+                                revision: emitted.revision,
+                            });
+                            cleanup
+                                .entry(end.saturating_add(lateness))
+                                .or_default()
+                                .push(key.clone());
+                        }
+                    }
+                }
+            }
+            while let Some(entry) = cleanup.first_entry() {
+                if *entry.key() > watermark {
+                    break;
+                }
+                for key in entry.remove() {
+                    if let Some(list) = sessions.get_mut(&key) {
+                        list.retain(|(w, _, e)| {
+                            !(e.fired && w.end.saturating_add(lateness) <= watermark)
+                        });
+                        if list.is_empty() {
+                            sessions.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
