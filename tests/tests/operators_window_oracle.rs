@@ -114,6 +114,9 @@ fn stamps(case: &Case, workers: usize) -> BTreeMap<u32, u64> {
 
 type Results = BTreeMap<(u8, Window), (u64, i64)>;
 
+/// A result of the operator under test: (count, sum) per key and window.
+type Output = WindowResult<u8, (u64, i64)>;
+
 /// The naive answer: final results per key and window, and the ids of too-late records.
 fn oracle(case: &Case, workers: usize) -> (Results, BTreeSet<u32>) {
     let t = stamps(case, workers);
@@ -187,7 +190,7 @@ fn oracle(case: &Case, workers: usize) -> (Results, BTreeSet<u32>) {
 
 /// Runs the window operator on `workers` workers; returns the results in the order each
 /// worker emitted them, and the ids of the records in the late output.
-fn run(case: &Case, workers: usize) -> (Vec<WindowResult<u8, (u64, i64)>>, BTreeSet<u32>) {
+fn run(case: &Case, workers: usize) -> (Vec<Output>, BTreeSet<u32>) {
     let feed = Arc::new(Feed { records: Arc::new(case.records.clone()), bound: case.bound });
     let (results_tx, results_rx) = mpsc::channel();
     let (late_tx, late_rx) = mpsc::channel();
@@ -247,7 +250,7 @@ fn messages<D>(rx: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
 
 /// The final state of a result stream: the highest revision per key and window; for
 /// sessions, a result also replaces every earlier result of its key that it overlaps.
-fn final_state(kind: Kind, results: Vec<WindowResult<u8, (u64, i64)>>) -> Results {
+fn final_state(kind: Kind, results: Vec<Output>) -> Results {
     let mut state: BTreeMap<(u8, Window), ((u64, i64), u32)> = BTreeMap::new();
     for r in results {
         if let Kind::Session(_) = kind {
