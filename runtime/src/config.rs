@@ -84,6 +84,23 @@ pub struct RuntimeConfig {
     pub log: String,
     /// How long a process waits for its peers at start-up.
     pub connect_timeout: HumanDuration,
+    /// How sources treat idle inputs and inputs that run ahead.
+    pub watermarks: WatermarkConfig,
+}
+
+/// The `[runtime.watermarks]` table: idleness and alignment of every source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatermarkConfig {
+    /// A source worker that has emitted nothing for this long is idle: its watermark follows
+    /// the slowest active worker of the source instead of holding the job back. Absent: never.
+    pub idle_timeout: Option<HumanDuration>,
+    /// When every worker of a source is idle, advance its watermark with processing time, so
+    /// quiet streams still close their last windows.
+    pub idle_advance: bool,
+    /// Pause a source worker whose watermark is further than this ahead of the slowest active
+    /// worker of the same source, so state buffered for the future stays bounded.
+    pub max_drift: Option<HumanDuration>,
 }
 
 impl Default for RuntimeConfig {
@@ -97,6 +114,7 @@ impl Default for RuntimeConfig {
             log_format: LogFormat::Text,
             log: "info".to_owned(),
             connect_timeout: HumanDuration(std::time::Duration::from_secs(60)),
+            watermarks: WatermarkConfig::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::config::WatermarkConfig;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
 use crate::time::{Granularity, Time};
@@ -63,6 +64,8 @@ pub struct JobContext {
     pub state: Arc<JobState>,
     /// The step event time is rounded to for timely timestamps.
     pub granularity: Granularity,
+    /// Idleness and alignment of sources.
+    pub watermarks: WatermarkConfig,
 }
 
 impl JobContext {
@@ -71,7 +74,18 @@ impl JobContext {
 
     /// A context for a job named `name`.
     pub fn new(name: &str, granularity: Granularity) -> Self {
-        JobContext { name: name.into(), state: Arc::default(), granularity }
+        JobContext {
+            name: name.into(),
+            state: Arc::default(),
+            granularity,
+            watermarks: WatermarkConfig::default(),
+        }
+    }
+
+    /// Sets the idleness and alignment of sources.
+    pub fn with_watermarks(mut self, watermarks: WatermarkConfig) -> Self {
+        self.watermarks = watermarks;
+        self
     }
 
     /// Stores the context in a timely worker configuration.

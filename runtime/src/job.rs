@@ -114,7 +114,8 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         let build = plan(&config)?;
 
         let runtime = &config.runtime;
-        let context = JobContext::new(&self.name, runtime.granularity);
+        let context =
+            JobContext::new(&self.name, runtime.granularity).with_watermarks(runtime.watermarks);
         let mut worker_config = timely::WorkerConfig::default();
         context.install(&mut worker_config);
         on_start(&context.state);

@@ -16,7 +16,7 @@ pub mod sink;
 pub mod source;
 pub mod time;
 
-pub use config::{Config, LogFormat, RunArgs, RuntimeConfig};
+pub use config::{Config, LogFormat, RunArgs, RuntimeConfig, WatermarkConfig};
 pub use dead_letter::DeadLetter;
 pub use error::{ConfigError, Error, Result};
 pub use flow::{job_context, Data, Events, Flow, JobContext, JobState};

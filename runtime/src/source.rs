@@ -9,17 +9,21 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{ConnectLoop, Feedback};
 
+use crate::config::WatermarkConfig;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
-use crate::flow::{Data, Events, Flow};
+use crate::flow::{job_context, Data, Events, Flow};
 use crate::metrics as m;
-use crate::time::{EventTime, Granularity, Time};
+use crate::time::{millis, EventTime, Granularity, Time};
 
 /// Where a worker's reader stands in the job.
 #[derive(Debug, Clone)]
@@ -180,44 +184,67 @@ impl<'scope> Flow<'scope> {
         let reader = source.reader(&ctx);
         let state = Arc::clone(self.state());
         let granularity = self.granularity();
+        let watermarks = job_context(&scope).watermarks;
 
+        // Each worker's driver tells every other one its watermark and whether it is idle, on
+        // a loop that is connected to none of the data outputs: it never holds them back.
+        let (status_handle, status_loop) = scope.feedback::<Vec<Status>>(1);
         let mut builder = OperatorBuilder::new(format!("source:{name}"), scope);
         let info = builder.operator_info();
-        let (ok_output, ok_stream) = builder.new_output();
-        let (err_output, err_stream) = builder.new_output();
+        let mut status_input = builder.new_input_connection(status_loop, Pipeline, []);
+        let (ok_output, ok_stream) = builder.new_output_connection([]);
+        let (err_output, err_stream) = builder.new_output_connection([]);
+        let (status_output, status_stream) = builder.new_output_connection([]);
+        status_stream.broadcast().connect_loop(status_handle);
         let activator = scope.activator_for(Rc::clone(&info.address));
 
         builder.build(move |mut capabilities| {
-            let err_cap = capabilities.pop().expect("two outputs, two capabilities");
-            let ok_cap = capabilities.pop().expect("two outputs, two capabilities");
+            let status_cap = capabilities.pop().expect("three outputs, three capabilities");
+            let err_cap = capabilities.pop().expect("three outputs, three capabilities");
+            let ok_cap = capabilities.pop().expect("three outputs, three capabilities");
+            let caps = Caps { ok: ok_cap, err: err_cap, status: status_cap };
             let mut driver = match reader {
-                Ok(reader) => Some(Driver::new(ctx, reader, ok_cap, err_cap, granularity)),
+                Ok(reader) => Some(Driver::new(ctx, reader, caps, granularity, watermarks)),
                 Err(error) => {
                     state.fail(error);
                     None
                 }
             };
+            let mut board = Board::default();
             let mut ok_output = OutputBuilder::from(ok_output);
             let mut err_output = OutputBuilder::from(err_output);
+            let mut status_output = OutputBuilder::from(status_output);
             move |_frontiers| {
+                // Always drain the status loop, even when done, so the dataflow can finish.
+                status_input.for_each(|_, statuses| board.update(statuses.drain(..)));
                 let Some(d) = driver.as_mut() else { return };
-                if state.stop_requested() {
+                let outcome = if state.stop_requested() {
                     tracing::info!(source = %d.ctx.name, worker = d.ctx.worker_index,
                         records = d.records, "source stopped on request");
-                    driver = None;
-                    return;
-                }
-                match d.step(&mut ok_output, &mut err_output) {
-                    Ok(Poll::Ready) => activator.activate(),
-                    Ok(Poll::Pending(wait)) => activator.activate_after(wait.min(MAX_WAIT)),
+                    Ok(Poll::Done)
+                } else {
+                    d.activate(&board, &mut ok_output, &mut err_output)
+                };
+                match outcome {
                     Ok(Poll::Done) => {
-                        tracing::info!(source = %d.ctx.name, worker = d.ctx.worker_index,
-                            records = d.records, dead_letters = d.dead_letters,
-                            "source finished");
+                        if !state.stop_requested() {
+                            tracing::info!(source = %d.ctx.name, worker = d.ctx.worker_index,
+                                records = d.records, dead_letters = d.dead_letters,
+                                "source finished");
+                        }
+                        d.publish(&mut status_output, true);
                         driver = None;
+                    }
+                    Ok(poll) => {
+                        d.publish(&mut status_output, false);
+                        match poll {
+                            Poll::Pending(wait) => activator.activate_after(wait.min(MAX_WAIT)),
+                            _ => activator.activate(),
+                        }
                     }
                     Err(error) => {
                         state.fail(error);
+                        d.publish(&mut status_output, true);
                         driver = None;
                     }
                 }
@@ -227,19 +254,83 @@ impl<'scope> Flow<'scope> {
     }
 }
 
+/// One source worker's report to its peers: `(worker, watermark, idle)`; a finished worker
+/// reports `Time::MAX`.
+type Status = (u32, Time, bool);
+
+/// The latest report of every worker of one source.
+#[derive(Default)]
+struct Board {
+    reports: Vec<Option<(Time, bool)>>,
+}
+
+impl Board {
+    fn update(&mut self, statuses: impl Iterator<Item = Status>) {
+        for (worker, watermark, idle) in statuses {
+            let worker = worker as usize;
+            if self.reports.len() <= worker {
+                self.reports.resize(worker + 1, None);
+            }
+            self.reports[worker] = Some((watermark, idle));
+        }
+    }
+
+    /// The smallest watermark among the workers that are neither idle nor finished, leaving
+    /// out `me`. A worker not heard from yet counts as active at time 0.
+    fn active_minimum(&self, me: usize, workers: usize) -> Option<Time> {
+        (0..workers)
+            .filter(|&w| w != me)
+            .filter_map(|w| match self.reports.get(w).copied().flatten() {
+                None => Some(0),
+                Some((wm, idle)) => (!idle && wm != Time::MAX).then_some(wm),
+            })
+            .min()
+    }
+}
+
+/// The capabilities of a running source worker.
+struct Caps {
+    ok: Capability<Time>,
+    err: Capability<Time>,
+    status: Capability<Time>,
+}
+
+impl Caps {
+    /// Moves the data capabilities to `time` if it is later.
+    fn advance(&mut self, time: Time) {
+        if time > *self.ok.time() {
+            self.ok.downgrade(&time);
+            self.err.downgrade(&time);
+            self.status.downgrade(&time);
+        }
+    }
+}
+
+/// How often a source worker reports its watermark to its peers, at most.
+const REPORT_EVERY: Duration = Duration::from_millis(20);
+/// How long a source worker paused by watermark alignment waits before it looks again.
+const ALIGNMENT_WAIT: Duration = Duration::from_millis(10);
+
 /// The per-worker state of a running source.
 struct Driver<R: SourceReader> {
     ctx: SourceContext,
     reader: R,
-    ok_cap: Capability<Time>,
-    err_cap: Capability<Time>,
+    caps: Caps,
     granularity: Granularity,
+    watermarks: WatermarkConfig,
     buckets: Buckets<R::Item>,
     letters: Vec<DeadLetter>,
     records: u64,
     dead_letters: u64,
     records_counter: metrics::Counter,
     dead_counter: metrics::Counter,
+    /// When the reader last emitted a record (or started).
+    last_record: Instant,
+    /// Since when every worker of the source has been idle, and the watermark then.
+    all_idle_since: Option<(Instant, Time)>,
+    idle: bool,
+    /// What this worker last reported, and when.
+    reported: Option<(Time, bool, Instant)>,
 }
 
 impl<R: SourceReader> Driver<R>
@@ -249,9 +340,9 @@ where
     fn new(
         ctx: SourceContext,
         reader: R,
-        ok_cap: Capability<Time>,
-        err_cap: Capability<Time>,
+        caps: Caps,
         granularity: Granularity,
+        watermarks: WatermarkConfig,
     ) -> Self {
         let labels = [(m::SOURCE, ctx.name.clone()), (m::WORKER, ctx.worker_index.to_string())];
         Driver {
@@ -259,13 +350,81 @@ where
             dead_counter: metrics::counter!(m::DEAD_LETTERS, &labels),
             ctx,
             reader,
-            ok_cap,
-            err_cap,
+            caps,
             granularity,
+            watermarks,
             buckets: Buckets::new(),
             letters: Vec::new(),
             records: 0,
             dead_letters: 0,
+            last_record: Instant::now(),
+            all_idle_since: None,
+            idle: false,
+            reported: None,
+        }
+    }
+
+    /// One activation: unless alignment pauses this worker, polls the reader and sends what
+    /// it emitted; then applies idleness.
+    fn activate(
+        &mut self,
+        board: &Board,
+        ok: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<R::Item>>>,
+        err: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>,
+    ) -> Result<Poll> {
+        let now = Instant::now();
+        let (me, workers) = (self.ctx.worker_index, self.ctx.workers);
+        let others = board.active_minimum(me, workers);
+        if let (Some(drift), Some(slowest)) = (self.watermarks.max_drift, others) {
+            if *self.caps.ok.time() > slowest.saturating_add(millis(drift.0)) {
+                return Ok(Poll::Pending(ALIGNMENT_WAIT));
+            }
+        }
+        let before = self.records;
+        let poll = self.step(ok, err)?;
+        if self.records > before {
+            self.last_record = now;
+        }
+        self.idle = poll != Poll::Done
+            && self.watermarks.idle_timeout.is_some_and(|t| now - self.last_record >= t.0);
+        if !self.idle {
+            self.all_idle_since = None;
+        } else if let Some(slowest) = others {
+            // Idle: follow the slowest active worker instead of holding the watermark back.
+            self.all_idle_since = None;
+            self.caps.advance(self.granularity.quantize(slowest));
+        } else if self.watermarks.idle_advance {
+            // Every worker is idle: let event time advance with processing time.
+            let (since, from) = *self.all_idle_since.get_or_insert((now, *self.caps.ok.time()));
+            let target = from.saturating_add(millis(now - since));
+            self.caps.advance(self.granularity.quantize(target));
+        }
+        Ok(match poll {
+            Poll::Ready => Poll::Ready,
+            Poll::Pending(wait) if self.idle => Poll::Pending(wait.min(REPORT_EVERY)),
+            other => other,
+        })
+    }
+
+    /// Tells the peers this worker's watermark and idleness when they changed (at most every
+    /// [`REPORT_EVERY`]), or that it is finished.
+    fn publish(
+        &mut self,
+        out: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<Status>>>,
+        done: bool,
+    ) {
+        if self.ctx.workers == 1 {
+            return;
+        }
+        let watermark = if done { Time::MAX } else { *self.caps.ok.time() };
+        let now = Instant::now();
+        let changed = self.reported.is_none_or(|(w, i, at)| {
+            (w != watermark || i != self.idle) && (done || now - at >= REPORT_EVERY)
+        });
+        if changed {
+            self.reported = Some((watermark, self.idle, now));
+            let status = (self.ctx.worker_index as u32, watermark, self.idle);
+            out.activate().session(&self.caps.status).give(status);
         }
     }
 
@@ -281,7 +440,7 @@ where
         let mut emitted = 0;
         for _ in 0..POLLS_PER_ACTIVATION {
             let mut out = Emitter {
-                floor: *self.ok_cap.time(),
+                floor: *self.caps.ok.time(),
                 granularity: self.granularity,
                 buckets: &mut self.buckets,
                 dead_letters: &mut self.letters,
@@ -300,11 +459,7 @@ where
         }
         self.send(ok, err);
         if let Some(w) = watermark {
-            let time = self.granularity.quantize(w);
-            if time > *self.ok_cap.time() {
-                self.ok_cap.downgrade(&time);
-                self.err_cap.downgrade(&time);
-            }
+            self.caps.advance(self.granularity.quantize(w));
         }
         Ok(status)
     }
@@ -318,10 +473,10 @@ where
         for (time, mut batch) in self.buckets.buckets.drain(..) {
             self.records += batch.len() as u64;
             self.records_counter.increment(batch.len() as u64);
-            if time == *self.ok_cap.time() {
-                ok.session(&self.ok_cap).give_container(&mut batch);
+            if time == *self.caps.ok.time() {
+                ok.session(&self.caps.ok).give_container(&mut batch);
             } else {
-                let cap = self.ok_cap.delayed(&time);
+                let cap = self.caps.ok.delayed(&time);
                 ok.session(&cap).give_container(&mut batch);
             }
             batch.clear();
@@ -339,7 +494,7 @@ where
             }
         }
         self.dead_counter.increment(self.letters.len() as u64);
-        err.activate().session(&self.err_cap).give_container(&mut self.letters);
+        err.activate().session(&self.caps.err).give_container(&mut self.letters);
         self.letters.clear();
     }
 }
