@@ -7,12 +7,15 @@
 
 pub mod aggregate;
 pub mod key_by;
+pub mod keyed_aggregate;
 pub mod window;
 
 pub use aggregate::{
     Aggregator, Count, First, Last, Max, Mean, Min, On, Stats, StatsAcc, Sum, Summary,
 };
 pub use key_by::{key_hash, KeyBy, Keyed};
+pub use keyed_aggregate::KeyedUpdate;
 pub use window::{
-    SessionWindowed, Sliding, Tumbling, Window, WindowAssigner, WindowResult, Windowed, WithLate,
+    Global, SessionWindowed, Sliding, Tumbling, Window, WindowAssigner, WindowResult, Windowed,
+    WithLate,
 };

@@ -348,3 +348,64 @@ fn a_late_record_within_the_lateness_corrects_its_window() {
     assert_eq!(zero, vec![(0, 1), (1, 2)]);
     assert_eq!(late, BTreeSet::from([6]));
 }
+
+/// Runs the continuously updated keyed sum; returns `(time, key, revision, sum)` updates.
+fn run_keyed(case: &Case, workers: usize) -> Vec<(u64, u8, u32, i64)> {
+    let feed = Arc::new(Feed { records: Arc::new(case.records.clone()), bound: case.bound });
+    let (tx, rx) = mpsc::channel();
+    let tx = Arc::new(Mutex::new(tx));
+    let context =
+        JobContext::new("oracle", Granularity::from_millis(case.granularity).expect("positive"));
+    let mut worker_config = timely::WorkerConfig::default();
+    context.install(&mut worker_config);
+    let config = timely::Config {
+        communication: timely::CommunicationConfig::Process(workers),
+        worker: worker_config,
+    };
+    timely::execute(config, move |worker| {
+        let tx = tx.lock().expect("not poisoned").clone();
+        let feed = Arc::clone(&feed);
+        worker.dataflow::<u64, _, _>(move |scope| {
+            Flow::new(scope)
+                .source(&*feed)
+                .key_by(|r: &Rec| r.key)
+                .aggregate(Sum(|r: &Rec| r.x))
+                .map(|u| (u.time, u.key, u.revision, u.value))
+                .capture_into(tx);
+        });
+    })
+    .expect("timely starts")
+    .join()
+    .into_iter()
+    .for_each(|r| r.expect("no worker panicked"));
+    let mut updates = messages(rx);
+    updates.sort();
+    updates
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn keyed_aggregate_updates_equal_running_sums(case in case()) {
+        for workers in [1, 2] {
+            // At each timely time with records of a key, the key's sum over all its records
+            // up to and including that time, and a revision counting its earlier updates.
+            let times = stamps(&case, workers);
+            let mut by_time: BTreeMap<(u64, u8), i64> = BTreeMap::new();
+            for r in &case.records {
+                *by_time.entry((times[&r.id], r.key)).or_default() += r.x;
+            }
+            let mut running: BTreeMap<u8, (u32, i64)> = BTreeMap::new();
+            let mut expected = Vec::new();
+            for ((time, key), x) in by_time {
+                let (updates, sum) = running.entry(key).or_default();
+                *sum += x;
+                expected.push((time, key, *updates, *sum));
+                *updates += 1;
+            }
+            expected.sort();
+            prop_assert_eq!(run_keyed(&case, workers), expected, "{} workers", workers);
+        }
+    }
+}

@@ -29,7 +29,7 @@ use crate::aggregate::Aggregator;
 use crate::key_by::key_hash;
 
 /// A partial aggregate of one key in one window.
-type Partial<K, Acc> = (K, Window, Acc);
+pub(crate) type Partial<K, Acc> = (K, Window, Acc);
 
 pub(super) fn window_aggregate<'scope, K, V, W, A>(
     input: Events<'scope, (K, V)>,
@@ -50,7 +50,7 @@ where
 }
 
 /// Phase 1: per-batch pre-aggregation and the late split.
-fn combine<'scope, K, V, W, A>(
+pub(crate) fn combine<'scope, K, V, W, A>(
     input: Events<'scope, (K, V)>,
     name: &str,
     assigner: W,

@@ -95,6 +95,26 @@ impl WindowAssigner for Sliding {
     }
 }
 
+/// One window spanning all of time, for aggregates that are never closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Global;
+
+impl Global {
+    /// The only window.
+    pub const WINDOW: Window = Window { start: 0, end: EventTime::MAX };
+}
+
+impl WindowAssigner for Global {
+    #[inline]
+    fn assign(&self, _t: EventTime, mut out: impl FnMut(Window)) {
+        out(Self::WINDOW);
+    }
+
+    fn describe(&self) -> String {
+        "global".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! Records later than that go to the late output. Window results carry event time `end - 1`,
 //! so windows can be chained.
 
-mod aggregate;
+pub(crate) mod aggregate;
 mod assigner;
 mod session;
 
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tributary_runtime::time::millis;
 use tributary_runtime::{Data, EventTime, Events, Timestamped};
 
-pub use assigner::{Sliding, Tumbling, WindowAssigner};
+pub use assigner::{Global, Sliding, Tumbling, WindowAssigner};
 pub use session::SessionWindowed;
 
 use crate::aggregate::Aggregator;
