@@ -25,6 +25,9 @@ pub struct IotStatsConfig {
     pub allowed_lateness: HumanDuration,
     /// Where the statistics go.
     pub output: Output,
+    /// Where readings that cannot be decoded go (besides the log and the
+    /// `tributary_dead_letters_total` counter), e.g. `{ kind = "file", path = "dead/" }`.
+    pub dead_letters: Option<Output>,
 }
 
 impl Default for IotStatsConfig {
@@ -40,6 +43,7 @@ impl Default for IotStatsConfig {
             window: HumanDuration(Duration::from_secs(60)),
             allowed_lateness: HumanDuration(Duration::ZERO),
             output: Output::Stdout,
+            dead_letters: None,
         }
     }
 }
@@ -107,6 +111,10 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ),
         };
         let output = job.output.build("iot-stats").map_err(|e| e.within("job.output"))?;
+        let dead_letters = match &job.dead_letters {
+            Some(o) => Some(o.build("dead-letters").map_err(|e| e.within("job.dead_letters"))?),
+            None => None,
+        };
         let window = Tumbling::new(job.window.0);
         let lateness = job.allowed_lateness.0;
         Ok(move |flow: &mut Flow<'_>| {
@@ -121,6 +129,9 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 .aggregate(Stats(|r: &SensorReading| r.value))
                 .map(DeviceStats::from_result)
                 .sink_to(&output);
+            if let (Some(sink), Some(letters)) = (&dead_letters, flow.take_dead_letters()) {
+                letters.sink_to(sink);
+            }
         })
     })
 }

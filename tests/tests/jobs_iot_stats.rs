@@ -176,7 +176,9 @@ fn malformed_input_lines_are_reported_with_file_and_line_and_skipped() {
     ];
     std::fs::write(&path, lines.join("\n")).expect("write input");
     let input = format!("job.input.path=\"{}\"", path.display());
-    let out = run_job("iot-stats", &["--set", &input]);
+    let dead_dir = dir.path().join("dead");
+    let dead = format!("job.dead_letters={{kind=\"file\", path=\"{}\"}}", dead_dir.display());
+    let out = run_job("iot-stats", &["--set", &input, "--set", &dead]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     for line in [2, 4, 6, 8] {
@@ -195,6 +197,14 @@ fn malformed_input_lines_are_reported_with_file_and_line_and_skipped() {
         })
         .collect();
     assert_eq!(counts, vec![(1, 2), (2, 1)], "the good lines flow: {rows:?}");
+
+    let letters = std::fs::read_to_string(dead_dir.join("part-0000.jsonl")).expect("dead letters");
+    let letters: Vec<Value> =
+        letters.lines().map(|l| serde_json::from_str(l).expect("JSON dead letter")).collect();
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    assert_eq!(letters[0]["payload"], "{not json");
+    assert!(letters[1]["reason"].as_str().expect("reason").contains("invalid type"), "{letters:?}");
+    assert!(letters[2]["reason"].as_str().expect("reason").contains("smell"), "{letters:?}");
 }
 
 #[test]
