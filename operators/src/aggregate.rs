@@ -110,63 +110,43 @@ where
 #[derive(Clone)]
 pub struct Min<F>(pub F);
 
-impl<V, T, F> Aggregator<V> for Min<F>
-where
-    F: Fn(&V) -> T + Clone + 'static,
-    T: Data + PartialOrd,
-{
-    type Acc = Option<T>;
-    type Out = Option<T>;
-    fn init(&self) -> Option<T> {
-        None
-    }
-    #[inline]
-    fn add(&self, acc: &mut Option<T>, value: &V) {
-        let x = (self.0)(value);
-        self.merge(acc, Some(x));
-    }
-    fn merge(&self, acc: &mut Option<T>, other: Option<T>) {
-        if let Some(x) = other {
-            if acc.as_ref().is_none_or(|a| x < *a) {
-                *acc = Some(x);
-            }
-        }
-    }
-    fn finish(&self, acc: &Option<T>) -> Option<T> {
-        acc.clone()
-    }
-}
-
 /// The largest value of a field (`None` for an empty window).
 #[derive(Clone)]
 pub struct Max<F>(pub F);
 
-impl<V, T, F> Aggregator<V> for Max<F>
-where
-    F: Fn(&V) -> T + Clone + 'static,
-    T: Data + PartialOrd,
-{
-    type Acc = Option<T>;
-    type Out = Option<T>;
-    fn init(&self) -> Option<T> {
-        None
-    }
-    #[inline]
-    fn add(&self, acc: &mut Option<T>, value: &V) {
-        let x = (self.0)(value);
-        self.merge(acc, Some(x));
-    }
-    fn merge(&self, acc: &mut Option<T>, other: Option<T>) {
-        if let Some(x) = other {
-            if acc.as_ref().is_none_or(|a| x > *a) {
-                *acc = Some(x);
+macro_rules! extremum {
+    ($name:ident, $better:expr) => {
+        impl<V, T, F> Aggregator<V> for $name<F>
+        where
+            F: Fn(&V) -> T + Clone + 'static,
+            T: Data + PartialOrd,
+        {
+            type Acc = Option<T>;
+            type Out = Option<T>;
+            fn init(&self) -> Option<T> {
+                None
+            }
+            #[inline]
+            fn add(&self, acc: &mut Option<T>, value: &V) {
+                self.merge(acc, Some((self.0)(value)));
+            }
+            fn merge(&self, acc: &mut Option<T>, other: Option<T>) {
+                let better: fn(&T, &T) -> bool = $better;
+                if let Some(x) = other {
+                    if acc.as_ref().is_none_or(|a| better(&x, a)) {
+                        *acc = Some(x);
+                    }
+                }
+            }
+            fn finish(&self, acc: &Option<T>) -> Option<T> {
+                acc.clone()
             }
         }
-    }
-    fn finish(&self, acc: &Option<T>) -> Option<T> {
-        acc.clone()
-    }
+    };
 }
+
+extremum!(Min, |x, a| x < a);
+extremum!(Max, |x, a| x > a);
 
 /// Values are summed exactly in millionths, so a sum or mean does not depend on the order of
 /// additions, and results are identical for any number of workers. Digits beyond the sixth

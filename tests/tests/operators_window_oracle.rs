@@ -188,13 +188,12 @@ fn oracle(case: &Case, workers: usize) -> (Results, BTreeSet<u32>) {
     (results, late)
 }
 
-/// Runs the window operator on `workers` workers; returns the results in the order each
-/// worker emitted them, and the ids of the records in the late output.
-fn run(case: &Case, workers: usize) -> (Vec<Output>, BTreeSet<u32>) {
+/// Runs `build` over the case's records on `workers` workers, with the case's granularity.
+fn execute<F>(case: &Case, workers: usize, build: F)
+where
+    F: for<'a> Fn(&mut Flow<'a>, tributary_runtime::Events<'a, Rec>) + Send + Sync + 'static,
+{
     let feed = Arc::new(Feed { records: Arc::new(case.records.clone()), bound: case.bound });
-    let (results_tx, results_rx) = mpsc::channel();
-    let (late_tx, late_rx) = mpsc::channel();
-    let senders = Arc::new(Mutex::new((results_tx, late_tx)));
     let context =
         JobContext::new("oracle", Granularity::from_millis(case.granularity).expect("positive"));
     let mut worker_config = timely::WorkerConfig::default();
@@ -203,40 +202,49 @@ fn run(case: &Case, workers: usize) -> (Vec<Output>, BTreeSet<u32>) {
         communication: timely::CommunicationConfig::Process(workers),
         worker: worker_config,
     };
-    let (kind, lateness) = (case.kind, Duration::from_millis(case.lateness));
     timely::execute(config, move |worker| {
-        let (results_tx, late_tx) = senders.lock().expect("not poisoned").clone();
         let feed = Arc::clone(&feed);
-        worker.dataflow::<u64, _, _>(move |scope| {
+        worker.dataflow::<u64, _, _>(|scope| {
             let mut flow = Flow::new(scope);
-            let keyed = flow.source(&*feed).key_by(|r: &Rec| r.key);
-            let agg = (Count, Sum(|r: &Rec| r.x));
-            let ms = Duration::from_millis;
-            let (results, late) = match kind {
-                Kind::Tumbling(size) => keyed
-                    .window(Tumbling::new(ms(size)))
-                    .allowed_lateness(lateness)
-                    .aggregate_with_late(agg),
-                Kind::Sliding(size, slide) => keyed
-                    .window(Sliding::new(ms(size), ms(slide)))
-                    .allowed_lateness(lateness)
-                    .aggregate_with_late(agg),
-                Kind::Session(gap) => keyed
-                    .session_window(ms(gap))
-                    .allowed_lateness(lateness)
-                    .aggregate_with_late(agg),
-            };
-            results.capture_into(results_tx);
-            late.map(|(_, r)| r.id).capture_into(late_tx);
+            let records = flow.source(&*feed);
+            build(&mut flow, records);
         });
     })
     .expect("timely starts")
     .join()
     .into_iter()
     .for_each(|r| r.expect("no worker panicked"));
-    let results = messages(results_rx);
-    let late = messages(late_rx).into_iter().collect();
-    (results, late)
+}
+
+/// Runs the window operator on `workers` workers; returns the results in the order each
+/// worker emitted them, and the ids of the records in the late output.
+fn run(case: &Case, workers: usize) -> (Vec<Output>, BTreeSet<u32>) {
+    let (results_tx, results_rx) = mpsc::channel();
+    let (late_tx, late_rx) = mpsc::channel();
+    let senders = Mutex::new((results_tx, late_tx));
+    let (kind, lateness) = (case.kind, Duration::from_millis(case.lateness));
+    execute(case, workers, move |_, records| {
+        let (results_tx, late_tx) = senders.lock().expect("not poisoned").clone();
+        let keyed = records.key_by(|r: &Rec| r.key);
+        let agg = (Count, Sum(|r: &Rec| r.x));
+        let ms = Duration::from_millis;
+        let (results, late) = match kind {
+            Kind::Tumbling(size) => keyed
+                .window(Tumbling::new(ms(size)))
+                .allowed_lateness(lateness)
+                .aggregate_with_late(agg),
+            Kind::Sliding(size, slide) => keyed
+                .window(Sliding::new(ms(size), ms(slide)))
+                .allowed_lateness(lateness)
+                .aggregate_with_late(agg),
+            Kind::Session(gap) => {
+                keyed.session_window(ms(gap)).allowed_lateness(lateness).aggregate_with_late(agg)
+            }
+        };
+        results.capture_into(results_tx);
+        late.map(|(_, r)| r.id).capture_into(late_tx);
+    });
+    (messages(results_rx), messages(late_rx).into_iter().collect())
 }
 
 fn messages<D>(rx: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
@@ -351,33 +359,15 @@ fn a_late_record_within_the_lateness_corrects_its_window() {
 
 /// Runs the continuously updated keyed sum; returns `(time, key, revision, sum)` updates.
 fn run_keyed(case: &Case, workers: usize) -> Vec<(u64, u8, u32, i64)> {
-    let feed = Arc::new(Feed { records: Arc::new(case.records.clone()), bound: case.bound });
     let (tx, rx) = mpsc::channel();
-    let tx = Arc::new(Mutex::new(tx));
-    let context =
-        JobContext::new("oracle", Granularity::from_millis(case.granularity).expect("positive"));
-    let mut worker_config = timely::WorkerConfig::default();
-    context.install(&mut worker_config);
-    let config = timely::Config {
-        communication: timely::CommunicationConfig::Process(workers),
-        worker: worker_config,
-    };
-    timely::execute(config, move |worker| {
-        let tx = tx.lock().expect("not poisoned").clone();
-        let feed = Arc::clone(&feed);
-        worker.dataflow::<u64, _, _>(move |scope| {
-            Flow::new(scope)
-                .source(&*feed)
-                .key_by(|r: &Rec| r.key)
-                .aggregate(Sum(|r: &Rec| r.x))
-                .map(|u| (u.time, u.key, u.revision, u.value))
-                .capture_into(tx);
-        });
-    })
-    .expect("timely starts")
-    .join()
-    .into_iter()
-    .for_each(|r| r.expect("no worker panicked"));
+    let tx = Mutex::new(tx);
+    execute(case, workers, move |_, records| {
+        records
+            .key_by(|r: &Rec| r.key)
+            .aggregate(Sum(|r: &Rec| r.x))
+            .map(|u| (u.time, u.key, u.revision, u.value))
+            .capture_into(tx.lock().expect("not poisoned").clone());
+    });
     let mut updates = messages(rx);
     updates.sort();
     updates

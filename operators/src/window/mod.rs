@@ -67,6 +67,20 @@ impl<K, V> Timestamped for WindowResult<K, V> {
     }
 }
 
+/// The operator name of one phase of a windowed aggregation and a counter labelled with it
+/// and the worker.
+pub(crate) fn instrument(
+    scope: &timely::dataflow::Scope<'_, tributary_runtime::Time>,
+    phase: &str,
+    name: &str,
+    metric: &'static str,
+) -> (String, metrics::Counter) {
+    use tributary_runtime::metrics as m;
+    let operator = format!("{phase}:{name}");
+    let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
+    (operator, metrics::counter!(metric, &labels))
+}
+
 /// A stream of `T` with the keyed records that were too late for every window.
 pub type WithLate<'scope, T, K, V> = (Events<'scope, T>, Events<'scope, (K, V)>);
 

@@ -29,7 +29,7 @@ use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
 use tributary_runtime::{job_context, Data, Events, Time, Timestamped};
 
-use super::{Window, WindowResult, WithLate};
+use super::{instrument, Window, WindowResult, WithLate};
 use crate::aggregate::Aggregator;
 use crate::key_by::{key_hash, Keyed};
 
@@ -146,9 +146,7 @@ where
 {
     let scope = input.scope();
     let granularity = job_context(&scope).granularity;
-    let operator = format!("window-combine:{name}");
-    let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
-    let late_counter = metrics::counter!(m::LATE_DROPPED, &labels);
+    let (operator, late_counter) = instrument(&scope, "window-combine", name, m::LATE_DROPPED);
 
     let mut builder = OperatorBuilder::new(operator, scope);
     let mut input = builder.new_input(input, Pipeline);
@@ -222,9 +220,7 @@ where
 {
     let scope = partials.scope();
     let granularity = job_context(&scope).granularity;
-    let operator = format!("window-aggregate:{name}");
-    let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
-    let late_updates = metrics::counter!(m::LATE_UPDATES, &labels);
+    let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
     let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
 
     partials.unary_frontier(exchange, &operator, move |_cap, _info| {
