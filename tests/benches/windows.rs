@@ -235,6 +235,12 @@ fn main() {
     );
     report("tumbling 1m count, 100 keys", &few, 1, run(&few, 1, tumbling));
     report("tumbling 1m count, 100 keys", &few, 2, run(&few, 2, tumbling));
+    report(
+        "hand-written timely tumbling 1m count, 1M keys",
+        &many,
+        1,
+        run(&many, 1, move |s| baseline(s, 60_000)),
+    );
     report("tumbling 1m count, 1M keys", &many, 1, run(&many, 1, tumbling));
     report("sliding 1m/10s count, 100 keys", &few, 1, run(&few, 1, sliding));
     report("session 100ms gap count, 10k keys", &sessions, 1, run(&sessions, 1, session));
