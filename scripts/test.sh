@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The Kafka tests run against a real broker, Tansu.
+scripts/install-tansu.sh
+export PATH="${HOME}/.cargo/bin:${PATH}"
+
 cargo test --workspace --locked "$@"

@@ -1,4 +1,4 @@
-//! Tributary's connectors: generators, files and stdout.
+//! Tributary's connectors: generators, files, Kafka and stdout.
 //!
 //! Each connector implements [`tributary_runtime::Source`] or [`tributary_runtime::Sink`] and
 //! has a typed, serde-deserialised config (`deny_unknown_fields`) checked before the workers
@@ -6,6 +6,8 @@
 
 pub mod file;
 pub mod generator;
+pub mod input;
+pub mod kafka;
 pub mod output;
 pub mod stdout;
 
@@ -14,5 +16,7 @@ pub use generator::{
     Generator, IotConfig, IotReadings, MarketConfig, NexmarkConfig, NexmarkEvent, NexmarkEvents,
     Pace, Quote, Quotes, SensorKind, SensorReading, Trade, Trades,
 };
+pub use input::{AnySource, Input};
+pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
 pub use output::{AnySink, Output};
 pub use stdout::StdoutSink;

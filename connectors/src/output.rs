@@ -4,10 +4,12 @@ use serde::{Deserialize, Serialize};
 use tributary_runtime::{ConfigError, Result, Sink, SinkContext, SinkWriter, Time};
 
 use crate::file::{FileSink, FileSinkConfig, FileWriter};
+use crate::kafka::{KafkaSink, KafkaSinkConfig, KafkaWriter};
 use crate::stdout::{StdoutSink, StdoutWriter};
 
-/// Where a job writes its results: `{ kind = "stdout" }` or
-/// `{ kind = "file", path = "out/", format = "csv" }`.
+/// Where a job writes its results: `{ kind = "stdout" }`,
+/// `{ kind = "file", path = "out/", format = "csv" }` or
+/// `{ kind = "kafka", brokers = "host:9092", topic = "stats" }`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Output {
@@ -16,6 +18,8 @@ pub enum Output {
     Stdout,
     /// One file per worker in a directory.
     File(FileSinkConfig),
+    /// A Kafka topic.
+    Kafka(KafkaSinkConfig),
 }
 
 impl Output {
@@ -27,6 +31,7 @@ impl Output {
         Ok(match self {
             Output::Stdout => AnySink::Stdout(StdoutSink::new()),
             Output::File(config) => AnySink::File(FileSink::new(name, config)?),
+            Output::Kafka(config) => AnySink::Kafka(KafkaSink::new(name, config)?),
         })
     }
 }
@@ -37,6 +42,18 @@ pub enum AnySink<D> {
     Stdout(StdoutSink<D>),
     /// See [`FileSink`].
     File(FileSink<D>),
+    /// See [`KafkaSink`].
+    Kafka(KafkaSink<D>),
+}
+
+impl<D> AnySink<D> {
+    /// Sets the Kafka key of each record (other sinks have no keys).
+    pub fn keyed(self, key: impl Fn(&D) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+        match self {
+            AnySink::Kafka(s) => AnySink::Kafka(s.keyed(key)),
+            other => other,
+        }
+    }
 }
 
 /// The writer of an [`AnySink`].
@@ -45,6 +62,8 @@ pub enum AnyWriter<D> {
     Stdout(StdoutWriter<D>),
     /// See [`FileWriter`].
     File(FileWriter<D>),
+    /// See [`KafkaWriter`].
+    Kafka(KafkaWriter<D>),
 }
 
 impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
@@ -54,6 +73,7 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
         match self {
             AnySink::Stdout(s) => s.name(),
             AnySink::File(s) => s.name(),
+            AnySink::Kafka(s) => s.name(),
         }
     }
 
@@ -61,6 +81,7 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
         Ok(match self {
             AnySink::Stdout(s) => AnyWriter::Stdout(s.writer(ctx)?),
             AnySink::File(s) => AnyWriter::File(s.writer(ctx)?),
+            AnySink::Kafka(s) => AnyWriter::Kafka(s.writer(ctx)?),
         })
     }
 }
@@ -70,6 +91,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for AnyWriter<D> {
         match self {
             AnyWriter::Stdout(w) => w.write(records),
             AnyWriter::File(w) => w.write(records),
+            AnyWriter::Kafka(w) => w.write(records),
         }
     }
 
@@ -77,6 +99,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for AnyWriter<D> {
         match self {
             AnyWriter::Stdout(w) => w.progress(frontier),
             AnyWriter::File(w) => w.progress(frontier),
+            AnyWriter::Kafka(w) => w.progress(frontier),
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The main job: with no configuration it generates 600 000 readings of 100 devices (ten
 //! minutes of event time, up to 2 s out of order) and prints one JSON line per device and
-//! minute. With `job.input.path` set it reads readings from JSON-lines or CSV files instead;
-//! lines that do not decode are reported with `file:line` and skipped.
+//! minute. With `job.input` set it reads readings from files or Kafka instead; records that do
+//! not decode are reported with `file:line` or `topic/partition@offset` and skipped.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -16,9 +16,10 @@ use crate::prelude::*;
 pub struct IotStatsConfig {
     /// The sensor-reading generator, used unless `input` names files.
     pub readings: IotConfig,
-    /// Read sensor readings (JSON lines or CSV with the fields of [`SensorReading`]) from
-    /// files instead of generating them.
-    pub input: Option<FileSourceConfig>,
+    /// Read sensor readings (JSON or CSV with the fields of [`SensorReading`]) from files or
+    /// Kafka instead of generating them: `{ kind = "file", path = "in/" }` or
+    /// `{ kind = "kafka", brokers = "127.0.0.1:9092", topics = ["readings"] }`.
+    pub input: Option<Input>,
     /// Window length.
     pub window: HumanDuration,
     /// How long a window accepts late readings after it fired.
@@ -88,9 +89,9 @@ impl DeviceStats {
 }
 
 /// Where the readings come from.
-enum Input {
+enum Readings {
     Generator(IotReadings),
-    Files(FileSource<SensorReading>),
+    Input(Box<AnySource<SensorReading>>),
 }
 
 /// Runs the job with the process's arguments.
@@ -103,14 +104,18 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     Job::<IotStatsConfig>::new("iot-stats").run_from(args, |config| {
         let job = &config.job;
         let input = match &job.input {
-            Some(files) => {
-                Input::Files(FileSource::new("readings", files).map_err(|e| e.within("job.input"))?)
-            }
-            None => Input::Generator(
+            Some(input) => Readings::Input(Box::new(
+                input.build("readings").map_err(|e| e.within("job.input"))?,
+            )),
+            None => Readings::Generator(
                 IotReadings::new(&job.readings).map_err(|e| e.within("job.readings"))?,
             ),
         };
-        let output = job.output.build("iot-stats").map_err(|e| e.within("job.output"))?;
+        // Keyed by device and window, so a compacted topic keeps the latest revision.
+        let output =
+            job.output.build("iot-stats").map_err(|e| e.within("job.output"))?.keyed(
+                |s: &DeviceStats| Some(format!("{}@{}", s.device, s.window_start).into_bytes()),
+            );
         let dead_letters = match &job.dead_letters {
             Some(o) => Some(o.build("dead-letters").map_err(|e| e.within("job.dead_letters"))?),
             None => None,
@@ -119,8 +124,8 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         let lateness = job.allowed_lateness.0;
         Ok(move |flow: &mut Flow<'_>| {
             let readings = match &input {
-                Input::Files(files) => flow.source(files),
-                Input::Generator(generator) => flow.source(generator),
+                Readings::Input(source) => source.read(flow),
+                Readings::Generator(generator) => flow.source(generator),
             };
             readings
                 .key_by(|r: &SensorReading| (r.device, r.sensor))

@@ -2,6 +2,7 @@
 //!
 //! [`prelude`] brings in what a job needs from the runtime, the operators and the connectors.
 
+pub mod iot_produce;
 pub mod iot_stats;
 
 /// Everything a typical job uses, in one import.

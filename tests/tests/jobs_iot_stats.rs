@@ -144,7 +144,10 @@ fn bad_configuration_fails_fast_with_exit_code_2() {
         "job.readings.devices: must be at least 1",
     );
     assert_config_error(&["--set", "job.readings.pace.rate=-5"], "job.readings.pace.rate");
-    assert_config_error(&["--set", "job.input.path=/nonexistent/readings.jsonl"], "job.input.path");
+    assert_config_error(
+        &["--set", "job.input={kind=\"file\", path=\"/nonexistent/readings.jsonl\"}"],
+        "job.input.path",
+    );
     assert_config_error(&["--config", "/nonexistent/job.toml"], "--config");
     assert_config_error(&["--processes", "2"], "runtime.hostfile");
 }
@@ -175,7 +178,7 @@ fn malformed_input_lines_are_reported_with_file_and_line_and_skipped() {
         "\u{0}\u{1}binary".to_owned(),
     ];
     std::fs::write(&path, lines.join("\n")).expect("write input");
-    let input = format!("job.input.path=\"{}\"", path.display());
+    let input = format!("job.input={{kind=\"file\", path=\"{}\"}}", path.display());
     let dead_dir = dir.path().join("dead");
     let dead = format!("job.dead_letters={{kind=\"file\", path=\"{}\"}}", dead_dir.display());
     let out = run_job("iot-stats", &["--set", &input, "--set", &dead]);
@@ -216,7 +219,7 @@ fn csv_input_errors_name_the_line() {
         "device,site,sensor,value,ts\n3,1,humidity,40.5,100\n3,1,humidity,not-a-number,200\n3,1\n",
     )
     .expect("write input");
-    let input = format!("job.input.path=\"{}\"", path.display());
+    let input = format!("job.input={{kind=\"file\", path=\"{}\"}}", path.display());
     let out = run_job("iot-stats", &["--set", &input]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let job = args.remove(1);
     match job.to_str() {
         Some("iot-stats") => tributary_jobs::iot_stats::main_from(args),
+        Some("iot-produce") => tributary_jobs::iot_produce::main_from(args),
         _ => {
             eprintln!("unknown job {job:?}");
             ExitCode::from(2)

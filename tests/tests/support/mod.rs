@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tansu;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -11,10 +13,15 @@ pub fn job_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tributary-test-job"))
 }
 
-/// A command running `job` with `args`, logs at `warn` so that stderr stays short.
+/// A command running `job` with `args`, logs at `warn` so that stderr stays short
+/// (`TEST_JOB_LOG=debug` or any filter shows more when a test needs debugging).
 pub fn job_command(job: &str, args: &[&str]) -> Command {
     let mut command = Command::new(job_binary());
-    command.arg(job).args(args).env("RUST_LOG", "warn").env_remove("TRIBUTARY_WORKERS");
+    command
+        .arg(job)
+        .args(args)
+        .env("RUST_LOG", std::env::var("TEST_JOB_LOG").unwrap_or_else(|_| "warn".into()))
+        .env_remove("TRIBUTARY_WORKERS");
     command
 }
 

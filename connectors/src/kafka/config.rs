@@ -1,0 +1,168 @@
+//! Kafka connector settings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tributary_runtime::time::parse_event_time;
+use tributary_runtime::{ConfigError, EventTime, HumanDuration};
+
+use crate::file::Format;
+
+/// Where a Kafka source starts reading each partition.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// The oldest retained record.
+    #[default]
+    Earliest,
+    /// Only records produced after the job starts.
+    Latest,
+    /// The consumer group's committed offsets (earliest where the group has none).
+    Committed,
+    /// The first record at or after this time (RFC 3339).
+    Timestamp(String),
+}
+
+impl StartAt {
+    /// The start time of [`StartAt::Timestamp`], checked.
+    pub(crate) fn timestamp(&self) -> Result<Option<EventTime>, ConfigError> {
+        match self {
+            StartAt::Timestamp(t) => {
+                parse_event_time(t).map(Some).map_err(|e| ConfigError::new("start.timestamp", e))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Settings of a Kafka source (`kind = "kafka"` in an input table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topics to read; all their partitions are spread over all workers.
+    pub topics: Vec<String>,
+    /// Consumer group that the job commits its offsets to (for lag tools and `committed`).
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Where to start.
+    #[serde(default)]
+    pub start: StartAt,
+    /// Record format.
+    #[serde(default)]
+    pub format: Format,
+    /// How far event time may go backwards within a partition before records count as late.
+    #[serde(default)]
+    pub max_out_of_orderness: Option<HumanDuration>,
+    /// A partition without records for this long stops holding the source's watermark back.
+    #[serde(default = "default_idle")]
+    pub partition_idle_timeout: HumanDuration,
+    /// Read only the records present when the job starts, then finish (a bounded job).
+    #[serde(default)]
+    pub bounded: bool,
+    /// How often to look for new partitions of the topics.
+    #[serde(default = "default_discovery")]
+    pub partition_discovery: HumanDuration,
+    /// How often to commit the offsets read to the consumer group.
+    #[serde(default = "default_commit")]
+    pub commit_interval: HumanDuration,
+    /// Any librdkafka consumer property, e.g. `"security.protocol" = "SASL_SSL"`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "tributary".to_owned()
+}
+
+fn default_idle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_discovery() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_commit() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+impl KafkaSourceConfig {
+    /// A source of `topics` on `brokers` with the defaults.
+    pub fn new(brokers: impl Into<String>, topics: &[&str]) -> Self {
+        KafkaSourceConfig {
+            brokers: brokers.into(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            group_id: default_group(),
+            start: StartAt::default(),
+            format: Format::Json,
+            max_out_of_orderness: None,
+            partition_idle_timeout: default_idle(),
+            bounded: false,
+            partition_discovery: default_discovery(),
+            commit_interval: default_commit(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// How a Kafka sink keys its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    /// The key the job gives each record (records of a key go to one partition, in order).
+    #[default]
+    Record,
+    /// No key: records are spread over the partitions.
+    None,
+}
+
+/// Settings of a Kafka sink (`kind = "kafka"` in an output table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The topic written to; it must exist.
+    pub topic: String,
+    /// Record format.
+    #[serde(default)]
+    pub format: Format,
+    /// Keying.
+    #[serde(default)]
+    pub key: KeyMode,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd` (librdkafka's `compression.type`).
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// How long the producer waits to fill a batch (librdkafka's `linger.ms`).
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
+    /// Any librdkafka producer property; `enable.idempotence` is on unless set here.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_compression() -> String {
+    "lz4".to_owned()
+}
+
+fn default_linger() -> HumanDuration {
+    HumanDuration(Duration::from_millis(5))
+}
+
+impl KafkaSinkConfig {
+    /// A sink to `topic` on `brokers` with the defaults.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        KafkaSinkConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            format: Format::Json,
+            key: KeyMode::Record,
+            compression: default_compression(),
+            linger: default_linger(),
+            properties: BTreeMap::new(),
+        }
+    }
+}

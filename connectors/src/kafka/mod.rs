@@ -1,0 +1,12 @@
+//! Kafka: a source reading every partition of some topics across all workers, and a sink
+//! writing through an idempotent producer (rdkafka, bundled librdkafka).
+
+mod config;
+mod sink;
+mod source;
+
+pub use config::{KafkaSinkConfig, KafkaSourceConfig, KeyMode, StartAt};
+pub use sink::{Deliveries, KafkaSink, KafkaWriter, KeyFn};
+pub use source::{
+    Decode, KafkaReader, KafkaRecord, KafkaSource, RawDecoder, RawRecord, SerdeDecoder,
+};

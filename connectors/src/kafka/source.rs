@@ -1,0 +1,571 @@
+//! The Kafka source: every partition of the topics, spread over every worker, read with
+//! per-partition watermarks.
+//!
+//! Partitions are assigned by the job, not by a consumer-group rebalance: partition `p` of the
+//! `i`-th topic goes to worker `(p + i) % workers`, so the assignment is deterministic, even
+//! within a topic, and stays put when partitions are added. The job owns its offsets; it
+//! commits them to its consumer group only so that lag tools and `start = "committed"` work.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tributary_runtime::time::millis;
+use tributary_runtime::{
+    ConfigError, Data, DeadLetter, Emitter, Error, EventTime, Poll, Result, Source, SourceContext,
+    SourceReader, Timestamped,
+};
+
+use super::config::{KafkaSourceConfig, StartAt};
+use crate::file::Format;
+
+/// How long start-up and metadata requests may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a backlog check of a quiet partition may take.
+const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Turns a Kafka record into a `D`.
+pub trait Decode<D>: Send + Sync + 'static {
+    /// Decodes one record; the error says why it is not a `D`.
+    fn decode(&self, record: RawRecord<'_>) -> std::result::Result<D, String>;
+}
+
+/// A Kafka record as read, before decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// The record key.
+    pub key: Option<&'a [u8]>,
+    /// The record value.
+    pub payload: Option<&'a [u8]>,
+    /// The Kafka timestamp in milliseconds, if the record has one.
+    pub timestamp: Option<EventTime>,
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Decodes JSON values (serde) or CSV values (one record per message, fields in declaration
+/// order).
+#[derive(Debug, Clone, Copy)]
+pub struct SerdeDecoder(pub Format);
+
+impl<D: DeserializeOwned> Decode<D> for SerdeDecoder {
+    fn decode(&self, record: RawRecord<'_>) -> std::result::Result<D, String> {
+        let payload = match record.payload {
+            Some(p) if !p.is_empty() => p,
+            _ => return Err("empty value".into()),
+        };
+        match self.0 {
+            Format::Json => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+            Format::Csv => {
+                let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(payload);
+                let mut row = csv::ByteRecord::new();
+                match reader.read_byte_record(&mut row) {
+                    Ok(true) => row.deserialize(None).map_err(|e| e.to_string()),
+                    Ok(false) => Err("empty CSV record".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// A Kafka record kept as bytes, with the Kafka timestamp as its event time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub payload: Vec<u8>,
+    /// Kafka timestamp, milliseconds since the epoch (0 if the record has none).
+    pub timestamp: EventTime,
+}
+
+impl Timestamped for KafkaRecord {
+    fn event_time(&self) -> EventTime {
+        self.timestamp
+    }
+}
+
+/// Keeps records as [`KafkaRecord`]s.
+#[derive(Debug, Clone, Copy)]
+pub struct RawDecoder;
+
+impl Decode<KafkaRecord> for RawDecoder {
+    fn decode(&self, r: RawRecord<'_>) -> std::result::Result<KafkaRecord, String> {
+        Ok(KafkaRecord {
+            topic: r.topic.to_owned(),
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.map(<[u8]>::to_vec),
+            payload: r.payload.unwrap_or_default().to_vec(),
+            timestamp: r.timestamp.unwrap_or(0),
+        })
+    }
+}
+
+/// Reads records of type `D` from Kafka.
+pub struct KafkaSource<D> {
+    name: String,
+    config: KafkaSourceConfig,
+    /// Partition counts per topic at start-up.
+    partitions: Vec<i32>,
+    start_time: Option<EventTime>,
+    decoder: Arc<dyn Decode<D>>,
+}
+
+impl<D: DeserializeOwned> KafkaSource<D> {
+    /// A source decoding values in the configured format (JSON or CSV).
+    pub fn new(name: &str, config: &KafkaSourceConfig) -> Result<Self, ConfigError> {
+        Self::with_decoder(name, config, SerdeDecoder(config.format))
+    }
+}
+
+impl<D> KafkaSource<D> {
+    /// A source with its own decoder. Checks the settings and that every topic exists;
+    /// keys are relative to the source's table.
+    pub fn with_decoder(
+        name: &str,
+        config: &KafkaSourceConfig,
+        decoder: impl Decode<D>,
+    ) -> Result<Self, ConfigError> {
+        if config.topics.is_empty() {
+            return Err(ConfigError::new("topics", "name at least one topic"));
+        }
+        let start_time = config.start.timestamp()?;
+        let consumer: BaseConsumer = client_config(config, &config.group_id)
+            .create()
+            .map_err(|e| ConfigError::new("properties", e.to_string()))?;
+        let mut partitions = Vec::new();
+        for topic in &config.topics {
+            partitions.push(partition_count(&consumer, topic).map_err(|reason| {
+                ConfigError::new("topics", format!("`{topic}` on {}: {reason}", config.brokers))
+            })?);
+        }
+        Ok(KafkaSource {
+            name: name.to_owned(),
+            config: config.clone(),
+            partitions,
+            start_time,
+            decoder: Arc::new(decoder),
+        })
+    }
+}
+
+fn client_config(config: &KafkaSourceConfig, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("log_level", "3");
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The number of partitions of `topic`, or why it cannot be had.
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> std::result::Result<i32, String> {
+    let metadata =
+        consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(|e| e.to_string())?;
+    let t = metadata.topics().first().ok_or("no metadata returned")?;
+    if let Some(e) = t.error() {
+        return Err(format!("{:?}", rdkafka::error::RDKafkaErrorCode::from(e)));
+    }
+    if t.partitions().is_empty() {
+        return Err("the topic does not exist or has no partitions".into());
+    }
+    Ok(t.partitions().len() as i32)
+}
+
+/// Whether partition `p` of the `topic_index`-th topic belongs to `worker`.
+fn owns(topic_index: usize, p: i32, worker: usize, workers: usize) -> bool {
+    (p as usize + topic_index) % workers == worker
+}
+
+impl<D: Data + Timestamped> Source for KafkaSource<D> {
+    type Item = D;
+    type Reader = KafkaReader<D>;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn reader(&self, ctx: &SourceContext) -> Result<KafkaReader<D>> {
+        let fail = |reason: String| Error::Source { source_name: self.name.clone(), reason };
+        let consumer: BaseConsumer = client_config(&self.config, &self.config.group_id)
+            .create()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut reader = KafkaReader {
+            name: self.name.clone(),
+            consumer,
+            decoder: Arc::clone(&self.decoder),
+            config: self.config.clone(),
+            worker: ctx.worker_index,
+            workers: ctx.workers,
+            known: vec![0; self.config.topics.len()],
+            parts: Vec::new(),
+            lateness: self.config.max_out_of_orderness.map_or(0, |d| millis(d.0)),
+            last_discovery: Instant::now(),
+            last_commit: Instant::now(),
+            committed: Vec::new(),
+        };
+        let start = match (&self.config.start, self.start_time) {
+            (_, Some(t)) => Start::Time(t),
+            (StartAt::Latest, _) => Start::Latest,
+            (StartAt::Committed, _) => Start::Committed,
+            _ => Start::Earliest,
+        };
+        for (i, count) in self.partitions.iter().enumerate() {
+            reader.add_partitions(i, *count, start).map_err(fail)?;
+        }
+        Ok(reader)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    Earliest,
+    Latest,
+    Committed,
+    Time(EventTime),
+}
+
+/// What a reader knows of one of its partitions.
+struct Part {
+    topic: usize,
+    partition: i32,
+    /// The offset after the last record read.
+    next: Option<i64>,
+    /// Bounded jobs: the offset at which the partition ends.
+    end: Option<i64>,
+    max_event_time: Option<EventTime>,
+    last_record: Instant,
+    /// Quiet for the idle timeout and without a backlog at the last check.
+    idle: bool,
+    /// When the backlog was last checked.
+    idle_checked: Option<Instant>,
+}
+
+/// One worker's share of a Kafka source.
+pub struct KafkaReader<D> {
+    name: String,
+    consumer: BaseConsumer,
+    decoder: Arc<dyn Decode<D>>,
+    config: KafkaSourceConfig,
+    worker: usize,
+    workers: usize,
+    /// Partitions known per topic.
+    known: Vec<i32>,
+    parts: Vec<Part>,
+    lateness: u64,
+    last_discovery: Instant,
+    last_commit: Instant,
+    /// Offsets as last committed, per part.
+    committed: Vec<Option<i64>>,
+}
+
+impl<D> KafkaReader<D> {
+    /// Assigns this worker's partitions among `known..count` of topic `i`.
+    fn add_partitions(
+        &mut self,
+        i: usize,
+        count: i32,
+        start: Start,
+    ) -> std::result::Result<(), String> {
+        let topic = self.config.topics[i].clone();
+        let mut tpl = TopicPartitionList::new();
+        for p in self.known[i]..count {
+            if owns(i, p, self.worker, self.workers) {
+                tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.known[i] = count;
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let tpl = match start {
+            Start::Earliest => tpl,
+            Start::Latest => {
+                let mut t = tpl.clone();
+                t.set_all_offsets(Offset::End).map_err(|e| e.to_string())?;
+                t
+            }
+            Start::Committed => {
+                let mut t = self
+                    .consumer
+                    .committed_offsets(tpl, METADATA_TIMEOUT)
+                    .map_err(|e| format!("reading committed offsets: {e}"))?;
+                for e in t.clone().elements() {
+                    if !matches!(e.offset(), Offset::Offset(_)) {
+                        t.set_partition_offset(e.topic(), e.partition(), Offset::Beginning)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                t
+            }
+            Start::Time(ms) => {
+                let mut t = tpl.clone();
+                t.set_all_offsets(Offset::Offset(ms as i64)).map_err(|e| e.to_string())?;
+                self.consumer
+                    .offsets_for_times(t, METADATA_TIMEOUT)
+                    .map_err(|e| format!("looking up offsets for the start time: {e}"))?
+            }
+        };
+        let now = Instant::now();
+        for e in tpl.elements() {
+            let end = if self.config.bounded {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(&topic, e.partition(), METADATA_TIMEOUT)
+                    .map_err(|err| format!("{topic}/{}: {err}", e.partition()))?;
+                Some(high)
+            } else {
+                None
+            };
+            let next = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            tracing::info!(source = %self.name, worker = self.worker, topic = %topic,
+                partition = e.partition(), offset = ?e.offset(), end = ?end, "partition assigned");
+            self.parts.push(Part {
+                topic: i,
+                partition: e.partition(),
+                next,
+                end,
+                max_event_time: None,
+                last_record: now,
+                idle: false,
+                idle_checked: None,
+            });
+            self.committed.push(None);
+        }
+        self.consumer.incremental_assign(&tpl).map_err(|e| e.to_string())
+    }
+
+    fn part(&mut self, topic: &str, partition: i32) -> Option<&mut Part> {
+        let i = self.config.topics.iter().position(|t| t == topic)?;
+        self.parts.iter_mut().find(|p| p.topic == i && p.partition == partition)
+    }
+
+    fn finished(&self, part: &Part) -> bool {
+        match (part.end, part.next) {
+            (Some(end), Some(next)) => next >= end,
+            (Some(end), None) => end == 0,
+            _ => false,
+        }
+    }
+
+    /// Whether quiet part `i` is idle: it has no backlog (a partition whose records the
+    /// consumer has not reached yet is busy, however long it has been quiet). The broker is
+    /// asked at most once per idle timeout.
+    fn is_idle(&mut self, i: usize, now: Instant) -> bool {
+        let interval = self.config.partition_idle_timeout.0;
+        let part = &self.parts[i];
+        if part.idle_checked.is_some_and(|at| now - at < interval) {
+            return part.idle;
+        }
+        let topic = &self.config.topics[part.topic];
+        let idle = match self.consumer.fetch_watermarks(topic, part.partition, IDLE_CHECK_TIMEOUT) {
+            Ok((low, high)) => high <= part.next.unwrap_or(low),
+            Err(e) => {
+                tracing::debug!(source = %self.name, error = %e, "backlog check failed");
+                false
+            }
+        };
+        let part = &mut self.parts[i];
+        part.idle = idle;
+        part.idle_checked = Some(now);
+        if idle {
+            tracing::debug!(source = %self.name, topic = %topic, partition = part.partition,
+                "partition idle");
+        }
+        idle
+    }
+
+    /// New partitions of the topics are read from their beginning.
+    fn discover(&mut self) -> std::result::Result<(), String> {
+        for i in 0..self.config.topics.len() {
+            let count = partition_count(&self.consumer, &self.config.topics[i])?;
+            if count > self.known[i] {
+                tracing::info!(source = %self.name, topic = %self.config.topics[i],
+                    partitions = count, "new partitions");
+                self.add_partitions(i, count, Start::Earliest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the offsets read since the last commit (asynchronously).
+    fn commit(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        for (part, committed) in self.parts.iter().zip(self.committed.iter_mut()) {
+            if let Some(next) = part.next {
+                if *committed != Some(next) {
+                    let topic = &self.config.topics[part.topic];
+                    if tpl.add_partition_offset(topic, part.partition, Offset::Offset(next)).is_ok()
+                    {
+                        *committed = Some(next);
+                    }
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(source = %self.name, error = %e, "offset commit failed; will retry");
+            }
+        }
+    }
+}
+
+impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
+    type Item = D;
+
+    fn poll(&mut self, out: &mut Emitter<'_, D>) -> Result<Poll> {
+        let now = Instant::now();
+        if now - self.last_discovery >= self.config.partition_discovery.0 {
+            self.last_discovery = now;
+            if let Err(e) = self.discover() {
+                tracing::warn!(source = %self.name, error = %e, "partition discovery failed; will retry");
+            }
+        }
+        let mut read = 0;
+        while !out.is_full() {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    return Err(Error::Source {
+                        source_name: self.name.clone(),
+                        reason: format!("fatal consumer error: {code}"),
+                    });
+                }
+                Some(Err(e)) => {
+                    // Broker down, network: librdkafka reconnects and resumes by itself.
+                    tracing::warn!(source = %self.name, error = %e, "consumer error; retrying");
+                    break;
+                }
+            };
+            read += 1;
+            let raw = RawRecord {
+                key: message.key(),
+                payload: message.payload(),
+                timestamp: message.timestamp().to_millis().and_then(|t| u64::try_from(t).ok()),
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+            };
+            let decoded = self.decoder.decode(raw);
+            let (topic, partition, offset) = (raw.topic.to_owned(), raw.partition, raw.offset);
+            match decoded {
+                Ok(record) => {
+                    let t = record.event_time();
+                    if let Some(part) = self.part(&topic, partition) {
+                        part.max_event_time = Some(part.max_event_time.map_or(t, |m| m.max(t)));
+                    }
+                    out.emit(t, record);
+                }
+                Err(reason) => out.dead_letter(DeadLetter::new(
+                    self.name.as_str(),
+                    format!("{topic}/{partition}@{offset}"),
+                    reason,
+                    raw.payload.unwrap_or_default(),
+                )),
+            }
+            if let Some(part) = self.part(&topic, partition) {
+                part.next = Some(offset + 1);
+                part.last_record = now;
+                part.idle = false;
+            }
+        }
+        if now - self.last_commit >= self.config.commit_interval.0 {
+            self.last_commit = now;
+            self.commit();
+        }
+        // The watermark: the smallest over the partitions that are neither finished nor idle.
+        let idle = self.config.partition_idle_timeout.0;
+        let mut watermark: Option<EventTime> = None;
+        let mut open = 0;
+        for i in 0..self.parts.len() {
+            if self.finished(&self.parts[i]) {
+                continue;
+            }
+            open += 1;
+            if now - self.parts[i].last_record >= idle && self.is_idle(i, now) {
+                continue;
+            }
+            let part = &self.parts[i];
+            let w = part.max_event_time.map_or(0, |m| m.saturating_sub(self.lateness));
+            watermark = Some(watermark.map_or(w, |x| x.min(w)));
+        }
+        if let Some(w) = watermark {
+            out.advance_watermark(w);
+        }
+        if self.config.bounded && open == 0 {
+            self.commit();
+            return Ok(Poll::Done);
+        }
+        Ok(if read > 0 { Poll::Ready } else { Poll::Pending(Duration::from_millis(10)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_spread_evenly_and_stay_put() {
+        for workers in 1..5 {
+            let mine: Vec<usize> =
+                (0..workers).map(|w| (0..8).filter(|&p| owns(1, p, w, workers)).count()).collect();
+            assert!(mine.iter().max().unwrap() - mine.iter().min().unwrap() <= 1, "{mine:?}");
+        }
+        // Adding partitions does not move the existing ones.
+        assert!(owns(0, 3, 1, 2));
+    }
+
+    #[test]
+    fn serde_decoder_rejects_what_is_not_a_record() {
+        #[derive(Debug, Deserialize)]
+        struct R {
+            #[allow(dead_code)]
+            a: u32,
+        }
+        let raw = |payload: &'static [u8]| RawRecord {
+            key: None,
+            payload: Some(payload),
+            timestamp: None,
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        let json = SerdeDecoder(Format::Json);
+        assert!(Decode::<R>::decode(&json, raw(br#"{"a":1}"#)).is_ok());
+        assert!(Decode::<R>::decode(&json, raw(br#"{"a":"x"}"#))
+            .unwrap_err()
+            .contains("invalid type"));
+        assert_eq!(Decode::<R>::decode(&json, raw(b"")).unwrap_err(), "empty value");
+        let csv = SerdeDecoder(Format::Csv);
+        assert!(Decode::<R>::decode(&csv, raw(b"7")).is_ok());
+        assert!(Decode::<R>::decode(&csv, raw(b"x")).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! A Tansu broker (Apache-Kafka-compatible) on a free loopback port, for end-to-end tests.
+//!
+//! The binary comes from `$TANSU`, else `tansu` on the `PATH` or in `~/.cargo/bin`
+//! (`scripts/test.sh` installs it). A missing binary fails the test with that advice.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Counts the test producer's delivery reports.
+#[derive(Default)]
+struct Deliveries {
+    delivered: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        use std::sync::atomic::Ordering::SeqCst;
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, SeqCst),
+            Err((e, _)) => {
+                if self.failed.fetch_add(1, SeqCst) == 0 {
+                    eprintln!("delivery failed: {e}");
+                }
+                0
+            }
+        };
+    }
+}
+
+/// A running broker; stopped when dropped.
+pub struct Tansu {
+    child: Option<Child>,
+    /// `127.0.0.1:port`, for `bootstrap.servers`.
+    pub address: String,
+    storage: String,
+    dir: tempfile::TempDir,
+}
+
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    if cargo_bin.is_file() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+impl Tansu {
+    /// A broker keeping its data in memory.
+    pub fn memory() -> Tansu {
+        Tansu::start("memory://tansu/".to_owned())
+    }
+
+    /// A broker keeping its data in SQLite in its own temporary directory, so it survives a
+    /// restart.
+    pub fn durable() -> Tansu {
+        Tansu::start("sqlite://tansu.db".to_owned())
+    }
+
+    fn start(storage: String) -> Tansu {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let address = super::free_addresses(1).remove(0);
+        let mut tansu = Tansu { child: None, address, storage, dir };
+        tansu.launch();
+        tansu
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://{}", self.address);
+        let child = Command::new(binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start tansu ({e}); install it with scripts/test.sh or set $TANSU")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&self.address).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.address);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the broker (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(binary())
+            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args(["--broker", &format!("tcp://{}", self.address)])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic create runs");
+        assert!(status.success(), "creating topic {name} failed");
+    }
+
+    /// Produces `(key, value)` records to `topic` (round-robin over partitions when the key
+    /// is `None`) and waits until all are acknowledged.
+    pub fn produce<I>(&self, topic: &str, records: I)
+    where
+        I: IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>,
+    {
+        let producer: BaseProducer<Deliveries> = ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set(
+                "enable.idempotence",
+                std::env::var("TEST_IDEMPOTENCE").as_deref().unwrap_or("true"),
+            )
+            .set("linger.ms", "20")
+            .set("message.max.bytes", "2000000")
+            .create_with_context(Deliveries::default())
+            .expect("producer");
+        for (key, value) in records {
+            let mut record = BaseRecord::to(topic).payload(&value);
+            if let Some(k) = &key {
+                record = record.key(k);
+            }
+            let mut record = Some(record);
+            while let Some(r) = record.take() {
+                if let Err((_, r)) = producer.send(r) {
+                    producer.poll(Duration::from_millis(10));
+                    record = Some(r);
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("all records acknowledged");
+        let failed = producer.context().failed.load(std::sync::atomic::Ordering::SeqCst);
+        let delivered = producer.context().delivered.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(failed, 0, "{failed} records not delivered to {topic} ({delivered} delivered)");
+    }
+
+    /// The number of records in `topic` (sum over partitions of high minus low watermark).
+    pub fn count(&self, topic: &str) -> i64 {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &self.address).create().expect("consumer");
+        let metadata =
+            consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .expect("watermarks");
+                high - low
+            })
+            .sum()
+    }
+
+    /// Reads every record of `topic` from the beginning until `expected` records arrived,
+    /// or no record arrived for `quiet`.
+    pub fn consume(
+        &self,
+        topic: &str,
+        expected: usize,
+        quiet: Duration,
+    ) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set("group.id", "tributary-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let metadata =
+            consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut records = Vec::new();
+        let mut last = Instant::now();
+        while records.len() < expected && last.elapsed() < quiet {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    records.push((
+                        m.key().map(<[u8]>::to_vec),
+                        m.payload().unwrap_or_default().to_vec(),
+                    ));
+                    last = Instant::now();
+                }
+                Some(Err(e)) => panic!("consuming {topic}: {e}"),
+                None => {}
+            }
+        }
+        records
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
