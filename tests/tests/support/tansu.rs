@@ -181,6 +181,31 @@ impl Tansu {
             .sum()
     }
 
+    /// The offsets `group` has committed for `topic`, summed over its partitions (0 where
+    /// none), or `None` if the broker cannot be asked right now.
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Option<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set("group.id", group)
+            .create()
+            .ok()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+        Some(
+            committed
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum(),
+        )
+    }
+
     /// Reads every record of `topic` from the beginning until `expected` records arrived,
     /// or no record arrived for `quiet`.
     pub fn consume(
