@@ -332,18 +332,24 @@ impl<D> KafkaReader<D> {
         };
         let now = Instant::now();
         for e in tpl.elements() {
+            let mut next = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
             let end = if self.config.bounded {
-                let (_, high) = self
+                let (low, high) = self
                     .consumer
                     .fetch_watermarks(&topic, e.partition(), METADATA_TIMEOUT)
                     .map_err(|err| format!("{topic}/{}: {err}", e.partition()))?;
+                // A bounded read must know where it starts to know when it is done.
+                next = Some(match e.offset() {
+                    Offset::Offset(o) => o.clamp(low, high),
+                    Offset::End => high,
+                    _ => low,
+                });
                 Some(high)
             } else {
                 None
-            };
-            let next = match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
             };
             tracing::info!(source = %self.name, worker = self.worker, topic = %topic,
                 partition = e.partition(), offset = ?e.offset(), end = ?end, "partition assigned");
@@ -368,11 +374,7 @@ impl<D> KafkaReader<D> {
     }
 
     fn finished(&self, part: &Part) -> bool {
-        match (part.end, part.next) {
-            (Some(end), Some(next)) => next >= end,
-            (Some(end), None) => end == 0,
-            _ => false,
-        }
+        matches!((part.end, part.next), (Some(end), Some(next)) if next >= end)
     }
 
     /// Whether quiet part `i` is idle: it has no backlog (a partition whose records the
