@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 # The Kafka tests run against a real broker, Tansu.
 scripts/install-tansu.sh
 export PATH="${HOME}/.cargo/bin:${PATH}"
+# The Parquet tests read the output with DuckDB and pyarrow.
+scripts/install-python-tools.sh
 
 cargo test --workspace --locked "$@"

@@ -1,4 +1,4 @@
-//! Tributary's connectors: generators, files, Kafka and stdout.
+//! Tributary's connectors: generators, files, Parquet, Kafka and stdout.
 //!
 //! Each connector implements [`tributary_runtime::Source`] or [`tributary_runtime::Sink`] and
 //! has a typed, serde-deserialised config (`deny_unknown_fields`) checked before the workers
@@ -9,6 +9,7 @@ pub mod generator;
 pub mod input;
 pub mod kafka;
 pub mod output;
+pub mod parquet;
 pub mod stdout;
 
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
@@ -19,4 +20,5 @@ pub use generator::{
 pub use input::{AnySource, Input};
 pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
 pub use output::{AnySink, Output};
+pub use parquet::{ParquetSink, ParquetSinkConfig};
 pub use stdout::StdoutSink;

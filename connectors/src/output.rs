@@ -1,14 +1,17 @@
 //! [`Output`]: the choice of a simple sink in a job's configuration.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tributary_runtime::{ConfigError, Result, Sink, SinkContext, SinkWriter, Time};
 
 use crate::file::{FileSink, FileSinkConfig, FileWriter};
 use crate::kafka::{KafkaSink, KafkaSinkConfig, KafkaWriter};
+use crate::parquet::{LocalStore, ParquetSink, ParquetSinkConfig, ParquetWriter};
 use crate::stdout::{StdoutSink, StdoutWriter};
 
 /// Where a job writes its results: `{ kind = "stdout" }`,
-/// `{ kind = "file", path = "out/", format = "csv" }` or
+/// `{ kind = "file", path = "out/", format = "csv" }`,
+/// `{ kind = "parquet", path = "out/", partition_by = "dt={window_start:%Y-%m-%d}" }` or
 /// `{ kind = "kafka", brokers = "host:9092", topic = "stats" }`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -18,19 +21,22 @@ pub enum Output {
     Stdout,
     /// One file per worker in a directory.
     File(FileSinkConfig),
+    /// Parquet files in a directory.
+    Parquet(ParquetSinkConfig),
     /// A Kafka topic.
     Kafka(KafkaSinkConfig),
 }
 
 impl Output {
     /// Resolves the sink; keys in errors are relative to the output's table.
-    pub fn build<D: serde::Serialize + 'static>(
+    pub fn build<D: Serialize + DeserializeOwned + 'static>(
         &self,
         name: &str,
     ) -> Result<AnySink<D>, ConfigError> {
         Ok(match self {
             Output::Stdout => AnySink::Stdout(StdoutSink::new()),
             Output::File(config) => AnySink::File(FileSink::new(name, config)?),
+            Output::Parquet(config) => AnySink::Parquet(Box::new(ParquetSink::new(name, config)?)),
             Output::Kafka(config) => AnySink::Kafka(KafkaSink::new(name, config)?),
         })
     }
@@ -42,6 +48,8 @@ pub enum AnySink<D> {
     Stdout(StdoutSink<D>),
     /// See [`FileSink`].
     File(FileSink<D>),
+    /// See [`ParquetSink`].
+    Parquet(Box<ParquetSink<D>>),
     /// See [`KafkaSink`].
     Kafka(KafkaSink<D>),
 }
@@ -62,6 +70,8 @@ pub enum AnyWriter<D> {
     Stdout(StdoutWriter<D>),
     /// See [`FileWriter`].
     File(FileWriter<D>),
+    /// See [`ParquetWriter`].
+    Parquet(Box<ParquetWriter<D, LocalStore>>),
     /// See [`KafkaWriter`].
     Kafka(KafkaWriter<D>),
 }
@@ -73,6 +83,7 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
         match self {
             AnySink::Stdout(s) => s.name(),
             AnySink::File(s) => s.name(),
+            AnySink::Parquet(s) => s.name(),
             AnySink::Kafka(s) => s.name(),
         }
     }
@@ -81,6 +92,7 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
         Ok(match self {
             AnySink::Stdout(s) => AnyWriter::Stdout(s.writer(ctx)?),
             AnySink::File(s) => AnyWriter::File(s.writer(ctx)?),
+            AnySink::Parquet(s) => AnyWriter::Parquet(Box::new(s.writer(ctx)?)),
             AnySink::Kafka(s) => AnyWriter::Kafka(s.writer(ctx)?),
         })
     }
@@ -91,6 +103,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for AnyWriter<D> {
         match self {
             AnyWriter::Stdout(w) => w.write(records),
             AnyWriter::File(w) => w.write(records),
+            AnyWriter::Parquet(w) => w.write(records),
             AnyWriter::Kafka(w) => w.write(records),
         }
     }
@@ -99,6 +112,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for AnyWriter<D> {
         match self {
             AnyWriter::Stdout(w) => w.progress(frontier),
             AnyWriter::File(w) => w.progress(frontier),
+            AnyWriter::Parquet(w) => w.progress(frontier),
             AnyWriter::Kafka(w) => w.progress(frontier),
         }
     }

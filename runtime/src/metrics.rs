@@ -20,6 +20,10 @@ pub const SOURCE_RECORDS: &str = "tributary_source_records_total";
 pub const DEAD_LETTERS: &str = "tributary_dead_letters_total";
 /// Counter: records a sink wrote.
 pub const SINK_RECORDS: &str = "tributary_sink_records_total";
+/// Counter: files a sink finished and made visible.
+pub const SINK_FILES: &str = "tributary_sink_files_total";
+/// Counter: bytes in the files a sink made visible.
+pub const SINK_BYTES: &str = "tributary_sink_bytes_total";
 /// Counter: late records an operator accepted as updates.
 pub const LATE_UPDATES: &str = "tributary_operator_late_updates_total";
 /// Counter: records too late for any window, sent to the late output.

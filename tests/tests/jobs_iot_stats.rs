@@ -7,19 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use serde_json::Value;
-use support::{job_command, run_cluster, run_job, sorted_lines};
-use tributary_connectors::generator::Generate;
-use tributary_connectors::{IotConfig, IotReadings, Pace};
+use support::{job_command, naive_iot_stats, run_cluster, run_job, sorted_lines};
 
-/// A small configuration: 40 000 readings of 12 devices, 10 s windows, 2 s disorder.
-const SMALL: &[&str] = &[
-    "--set",
-    "job.readings.devices=12",
-    "--set",
-    "job.readings.pace.events=40000",
-    "--set",
-    "job.window=\"10s\"",
-];
+use support::IOT_SMALL as SMALL;
 
 fn stdout_lines(args: &[&str]) -> Vec<String> {
     let out = run_job("iot-stats", args);
@@ -27,35 +17,9 @@ fn stdout_lines(args: &[&str]) -> Vec<String> {
     sorted_lines([out.stdout.as_slice()])
 }
 
-/// The expected output, recomputed naively from the generator's events.
+/// The expected output of [`SMALL`], recomputed naively from the generator's events.
 fn expected_small() -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
-    let config = IotConfig {
-        devices: 12,
-        pace: Pace {
-            events: Some(40_000),
-            max_disorder: tributary_runtime::HumanDuration(std::time::Duration::from_secs(2)),
-            ..Pace::default()
-        },
-        ..IotConfig::default()
-    };
-    let readings = IotReadings::new(&config).expect("valid config");
-    let model = readings.model();
-    model.start(0, 1);
-    let mut groups: BTreeMap<(u64, u64), Vec<f64>> = BTreeMap::new();
-    for i in 0..40_000 {
-        let (t, r) = model.event(&mut (), i);
-        groups.entry((u64::from(r.device), t - t % 10_000)).or_default().push(r.value);
-    }
-    groups
-        .into_iter()
-        .map(|(k, vs)| {
-            let micros: i128 = vs.iter().map(|v| (v * 1e6).round() as i128).sum();
-            let mean = (micros as f64 / 1e6 / vs.len() as f64 * 1e4).round() / 1e4;
-            let min = vs.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = vs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            (k, (vs.len() as u64, min, max, mean))
-        })
-        .collect()
+    naive_iot_stats(12, 40_000, 10_000)
 }
 
 fn parse(lines: &[String]) -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {

@@ -5,6 +5,7 @@
 
 pub mod tansu;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -69,4 +70,54 @@ pub fn sorted_lines<'a>(outputs: impl IntoIterator<Item = &'a [u8]>) -> Vec<Stri
         .collect();
     lines.sort();
     lines
+}
+
+/// A small `iot-stats` configuration: 40 000 readings of 12 devices, 10 s windows, 2 s
+/// disorder (see [`naive_iot_stats`]).
+pub const IOT_SMALL: &[&str] = &[
+    "--set",
+    "job.readings.devices=12",
+    "--set",
+    "job.readings.pace.events=40000",
+    "--set",
+    "job.window=\"10s\"",
+];
+
+/// `iot-stats` recomputed naively from the generator's events (2 s disorder): per device and
+/// window start (ms), the count, min, max and mean (rounded to 4 decimals, as the job does).
+pub fn naive_iot_stats(
+    devices: u32,
+    events: u64,
+    window_ms: u64,
+) -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
+    use tributary_connectors::generator::Generate;
+    use tributary_connectors::{IotConfig, IotReadings, Pace};
+
+    let config = IotConfig {
+        devices,
+        pace: Pace {
+            events: Some(events),
+            max_disorder: tributary_runtime::HumanDuration(std::time::Duration::from_secs(2)),
+            ..Pace::default()
+        },
+        ..IotConfig::default()
+    };
+    let readings = IotReadings::new(&config).expect("valid config");
+    let model = readings.model();
+    model.start(0, 1);
+    let mut groups: BTreeMap<(u64, u64), Vec<f64>> = BTreeMap::new();
+    for i in 0..events {
+        let (t, r) = model.event(&mut (), i);
+        groups.entry((u64::from(r.device), t - t % window_ms)).or_default().push(r.value);
+    }
+    groups
+        .into_iter()
+        .map(|(k, vs)| {
+            let micros: i128 = vs.iter().map(|v| (v * 1e6).round() as i128).sum();
+            let mean = (micros as f64 / 1e6 / vs.len() as f64 * 1e4).round() / 1e4;
+            let min = vs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = vs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (k, (vs.len() as u64, min, max, mean))
+        })
+        .collect()
 }
