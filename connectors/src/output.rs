@@ -62,6 +62,15 @@ impl<D> AnySink<D> {
             other => other,
         }
     }
+
+    /// Changelog mode for Kafka: records for which `deletes` holds are sent as tombstones
+    /// (key, null value); other sinks write every record as it is.
+    pub fn tombstones(self, deletes: impl Fn(&D) -> bool + Send + Sync + 'static) -> Self {
+        match self {
+            AnySink::Kafka(s) => AnySink::Kafka(s.tombstones(deletes)),
+            other => other,
+        }
+    }
 }
 
 /// The writer of an [`AnySink`].

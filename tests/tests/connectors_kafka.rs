@@ -175,13 +175,13 @@ fn the_job_rides_out_a_broker_restart() {
     assert_eq!(total, RECORDS, "nothing lost across the restart");
 }
 
-/// Runs iot-stats over `readings` from `start` (bounded) into `output`; returns the sum of the
-/// counts it wrote.
+/// Runs iot-stats over `readings` from `start` (a TOML value, bounded) into `output`; returns
+/// the sum of the counts it wrote.
 fn counted_from(tansu: &Tansu, start: &str, output: &str) -> u64 {
     tansu.create_topic(output, 1);
     let input = format!(
         "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"readings\"], bounded=true, \
-         group_id=\"resume\", start=\"{start}\"}}",
+         group_id=\"resume\", start={start}}}",
         tansu.address
     );
     let output_arg =
@@ -199,13 +199,70 @@ fn counted_from(tansu: &Tansu, start: &str, output: &str) -> u64 {
 }
 
 #[test]
+fn start_position_timestamp_skips_older_records() {
+    let tansu = Tansu::durable();
+    tansu.create_topic("readings", 2);
+    tansu.produce("readings", (0..40).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    // Kafka timestamps are the producer's clock, in milliseconds: start one past now, and
+    // produce the second batch once the clock has passed it.
+    let start = tributary_runtime::time::now_event_time() + 1;
+    while tributary_runtime::time::now_event_time() <= start {
+        std::hint::spin_loop();
+    }
+    tansu.produce("readings", (40..65).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    let start =
+        format!("{{ timestamp = \"{}\" }}", tributary_runtime::time::format_event_time(start));
+    assert_eq!(counted_from(&tansu, &start, "from-time"), 25, "only the second batch");
+}
+
+#[test]
+fn changelog_mode_sends_tombstones_for_deletions() {
+    use timely::dataflow::operators::ToStream;
+    use tributary_connectors::kafka::{KafkaSink, KafkaSinkConfig};
+    use tributary_runtime::SinkExt;
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Total {
+        key: String,
+        total: u64,
+        deleted: bool,
+    }
+
+    let tansu = Tansu::memory();
+    tansu.create_topic("totals", 1);
+    let config = KafkaSinkConfig::new(tansu.address.clone(), "totals");
+    let sink = KafkaSink::new("totals", &config)
+        .expect("valid sink")
+        .keyed(|t: &Total| Some(t.key.as_bytes().to_vec()))
+        .tombstones(|t: &Total| t.deleted);
+    let changes = vec![
+        Total { key: "a".into(), total: 1, deleted: false },
+        Total { key: "b".into(), total: 2, deleted: false },
+        Total { key: "a".into(), total: 0, deleted: true },
+    ];
+    timely::example(move |scope| {
+        changes.to_stream(scope).container::<Vec<Total>>().sink_to(&sink);
+    });
+    let records = tansu.consume_records("totals", 3, Duration::from_secs(10));
+    let key = |k: &str| Some(k.as_bytes().to_vec());
+    assert_eq!(
+        records,
+        vec![
+            (key("a"), Some(br#"{"key":"a","total":1,"deleted":false}"#.to_vec())),
+            (key("b"), Some(br#"{"key":"b","total":2,"deleted":false}"#.to_vec())),
+            (key("a"), None),
+        ]
+    );
+}
+
+#[test]
 fn start_positions_latest_and_committed() {
     let tansu = Tansu::durable();
     tansu.create_topic("readings", 2);
     tansu.produce("readings", (0..100).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(counted_from(&tansu, "latest", "from-latest"), 0, "nothing after the end");
-    assert_eq!(counted_from(&tansu, "earliest", "first-run"), 100);
+    assert_eq!(counted_from(&tansu, "\"latest\"", "from-latest"), 0, "nothing after the end");
+    assert_eq!(counted_from(&tansu, "\"earliest\"", "first-run"), 100);
     // The first run committed what it read; a run from the committed offsets sees only news.
     tansu.produce("readings", (100..130).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(counted_from(&tansu, "committed", "second-run"), 30);
+    assert_eq!(counted_from(&tansu, "\"committed\"", "second-run"), 30);
 }

@@ -3,6 +3,11 @@
 //! A record that cannot be delivered after librdkafka's own retries fails the job: the error
 //! is reported on the next write or at the end, never dropped. The producer is flushed when
 //! the input ends.
+//!
+//! **Changelog (upsert) mode**: with a key function and a tombstone predicate
+//! ([`KafkaSink::tombstones`]), a record the predicate marks as a deletion is sent as its key
+//! with a null value, the tombstone by which a compacted topic (and Kafka Streams' `KTable`,
+//! Flink's `upsert-kafka`) forgets the key. Every other record is an upsert of its key.
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -25,11 +30,15 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The key of a record in Kafka.
 pub type KeyFn<D> = Arc<dyn Fn(&D) -> Option<Vec<u8>> + Send + Sync>;
 
+/// Whether a record deletes its key (is sent as a tombstone).
+pub type TombstoneFn<D> = Arc<dyn Fn(&D) -> bool + Send + Sync>;
+
 /// Writes records of type `D` to a Kafka topic.
 pub struct KafkaSink<D> {
     name: String,
     config: KafkaSinkConfig,
     key: Option<KeyFn<D>>,
+    tombstone: Option<TombstoneFn<D>>,
 }
 
 impl<D> KafkaSink<D> {
@@ -57,12 +66,19 @@ impl<D> KafkaSink<D> {
                 format!("`{}` does not exist on {}", config.topic, config.brokers),
             ));
         }
-        Ok(KafkaSink { name: name.to_owned(), config: config.clone(), key: None })
+        Ok(KafkaSink { name: name.to_owned(), config: config.clone(), key: None, tombstone: None })
     }
 
     /// Keys each record with `key(&record)` (used when `key = "record"`).
     pub fn keyed(mut self, key: impl Fn(&D) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
         self.key = Some(Arc::new(key));
+        self
+    }
+
+    /// Changelog mode: a record for which `deletes(&record)` holds is sent as its key with a
+    /// null value (a tombstone) instead of its serialised form.
+    pub fn tombstones(mut self, deletes: impl Fn(&D) -> bool + Send + Sync + 'static) -> Self {
+        self.tombstone = Some(Arc::new(deletes));
         self
     }
 }
@@ -137,6 +153,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
                 KeyMode::Record => self.key.clone(),
                 KeyMode::None => None,
             },
+            tombstone: self.tombstone.clone(),
             producer: Some(producer),
             buf: Vec::new(),
             marker: PhantomData,
@@ -150,6 +167,7 @@ pub struct KafkaWriter<D> {
     topic: String,
     format: Format,
     key: Option<KeyFn<D>>,
+    tombstone: Option<TombstoneFn<D>>,
     producer: Option<BaseProducer<Deliveries>>,
     buf: Vec<u8>,
     marker: PhantomData<fn(D)>,
@@ -173,7 +191,9 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
         let Some(producer) = self.producer.as_ref() else { return Ok(()) };
         for record in records.drain(..) {
             self.buf.clear();
+            let deletes = self.tombstone.as_ref().is_some_and(|t| t(&record));
             let encoded = match self.format {
+                _ if deletes => Ok(()),
                 Format::Json => {
                     serde_json::to_writer(&mut self.buf, &record).map_err(|e| e.to_string())
                 }
@@ -192,7 +212,10 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
                 self.buf.pop();
             }
             let key = self.key.as_ref().and_then(|k| k(&record));
-            let mut message = BaseRecord::to(&self.topic).payload(&self.buf);
+            let mut message = BaseRecord::to(&self.topic);
+            if !deletes {
+                message = message.payload(&self.buf);
+            }
             if let Some(key) = &key {
                 message = message.key(key);
             }

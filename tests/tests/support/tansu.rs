@@ -207,13 +207,24 @@ impl Tansu {
     }
 
     /// Reads every record of `topic` from the beginning until `expected` records arrived,
-    /// or no record arrived for `quiet`.
+    /// or no record arrived for `quiet`; a null value reads as empty.
     pub fn consume(
         &self,
         topic: &str,
         expected: usize,
         quiet: Duration,
     ) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        let records = self.consume_records(topic, expected, quiet);
+        records.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect()
+    }
+
+    /// Like [`Tansu::consume`], telling a null value (a tombstone) from an empty one.
+    pub fn consume_records(
+        &self,
+        topic: &str,
+        expected: usize,
+        quiet: Duration,
+    ) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.address)
             .set("group.id", "tributary-test-reader")
@@ -232,10 +243,7 @@ impl Tansu {
         while records.len() < expected && last.elapsed() < quiet {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    records.push((
-                        m.key().map(<[u8]>::to_vec),
-                        m.payload().unwrap_or_default().to_vec(),
-                    ));
+                    records.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
                     last = Instant::now();
                 }
                 Some(Err(e)) => panic!("consuming {topic}: {e}"),
