@@ -39,6 +39,9 @@ impl rdkafka::producer::ProducerContext for Deliveries {
     }
 }
 
+/// A consumed record: its key and its value (`None`: a tombstone).
+pub type KafkaRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A running broker; stopped when dropped.
 pub struct Tansu {
     child: Option<Child>,
@@ -224,7 +227,7 @@ impl Tansu {
         topic: &str,
         expected: usize,
         quiet: Duration,
-    ) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    ) -> Vec<KafkaRecord> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.address)
             .set("group.id", "tributary-test-reader")
