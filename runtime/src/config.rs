@@ -48,6 +48,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Serve Prometheus metrics at `http://ADDR/metrics`: a port (bound on 127.0.0.1) or
+    /// `host:port`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Overrides any configuration key, e.g. `--set job.readings.devices=50` (repeatable).
     #[arg(long = "set", short = 'D', value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -86,6 +91,9 @@ pub struct RuntimeConfig {
     pub connect_timeout: HumanDuration,
     /// How sources treat idle inputs and inputs that run ahead.
     pub watermarks: WatermarkConfig,
+    /// Where this process serves Prometheus metrics (`/metrics`) and `/health`: a port
+    /// (bound on 127.0.0.1) or `host:port`. Absent: no endpoint.
+    pub metrics_addr: Option<String>,
 }
 
 /// The `[runtime.watermarks]` table: idleness and alignment of every source.
@@ -115,6 +123,7 @@ impl Default for RuntimeConfig {
             log: "info".to_owned(),
             connect_timeout: HumanDuration(std::time::Duration::from_secs(60)),
             watermarks: WatermarkConfig::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -142,6 +151,10 @@ impl RuntimeConfig {
                     self.process_id, self.processes
                 ),
             ));
+        }
+        if let Some(address) = &self.metrics_addr {
+            crate::serve::parse_address(address)
+                .map_err(|e| ConfigError::new("runtime.metrics_addr", e))?;
         }
         if self.processes == 1 {
             return Ok(Vec::new());
@@ -252,6 +265,9 @@ fn merge_flags(mut figment: Figment, args: &RunArgs) -> Result<Figment, ConfigEr
     }
     if let Some(log) = &args.log {
         figment = figment.merge(Serialized::default("runtime.log", log));
+    }
+    if let Some(address) = &args.metrics_addr {
+        figment = figment.merge(Serialized::default("runtime.metrics_addr", address));
     }
     for assignment in &args.overrides {
         let (key, value) = parse_override(assignment)?;

@@ -111,6 +111,14 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
     {
         let config = Config::<C>::load(args)?;
         logging::init(&config.runtime)?;
+        let _metrics = match &config.runtime.metrics_addr {
+            Some(address) => {
+                let address = crate::serve::parse_address(address)
+                    .map_err(|e| ConfigError::new("runtime.metrics_addr", e))?;
+                Some(crate::serve::MetricsServer::start(address)?)
+            }
+            None => None,
+        };
         let build = plan(&config)?;
 
         let runtime = &config.runtime;
@@ -150,8 +158,9 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         if let Some(error) = context.state.take_failure().or(panic) {
             return Err(error);
         }
+        let (records_in, records_out) = context.state.totals();
         tracing::info!(job = %self.name, elapsed_ms = started.elapsed().as_millis() as u64,
-            "job finished");
+            records_in, records_out, "job finished");
         Ok(())
     }
 }

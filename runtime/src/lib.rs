@@ -12,6 +12,7 @@ pub mod flow;
 pub mod job;
 pub mod logging;
 pub mod metrics;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod time;

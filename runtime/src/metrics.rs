@@ -16,6 +16,8 @@ pub const WORKER: &str = "worker";
 
 /// Counter: records a source emitted.
 pub const SOURCE_RECORDS: &str = "tributary_source_records_total";
+/// Gauge: wall-clock time minus a source worker's watermark, in seconds.
+pub const WATERMARK_LAG: &str = "tributary_source_watermark_lag_seconds";
 /// Counter: records rejected into the dead-letter output.
 pub const DEAD_LETTERS: &str = "tributary_dead_letters_total";
 /// Counter: records a sink wrote.

@@ -92,6 +92,7 @@ impl<D: Data> SinkExt<D> for Events<'_, D> {
             input.for_each(|_time, data| {
                 if let Some(w) = writer.as_mut() {
                     written.increment(data.len() as u64);
+                    job.state.count_out(data.len() as u64);
                     if let Err(e) = w.write(data) {
                         job.state.fail(e);
                         writer = None;

@@ -218,6 +218,7 @@ impl<'scope> Flow<'scope> {
                 // Always drain the status loop, even when done, so the dataflow can finish.
                 status_input.for_each(|_, statuses| board.update(statuses.drain(..)));
                 let Some(d) = driver.as_mut() else { return };
+                let before = d.records;
                 let outcome = if state.stop_requested() {
                     tracing::info!(source = %d.ctx.name, worker = d.ctx.worker_index,
                         records = d.records, "source stopped on request");
@@ -225,6 +226,7 @@ impl<'scope> Flow<'scope> {
                 } else {
                     d.activate(&board, &mut ok_output, &mut err_output)
                 };
+                state.count_in(d.records - before);
                 match outcome {
                     Ok(Poll::Done) => {
                         if !state.stop_requested() {
@@ -324,6 +326,7 @@ struct Driver<R: SourceReader> {
     dead_letters: u64,
     records_counter: metrics::Counter,
     dead_counter: metrics::Counter,
+    watermark_lag: metrics::Gauge,
     /// When the reader last emitted a record (or started).
     last_record: Instant,
     /// Since when every worker of the source has been idle, and the watermark then.
@@ -348,6 +351,7 @@ where
         Driver {
             records_counter: metrics::counter!(m::SOURCE_RECORDS, &labels),
             dead_counter: metrics::counter!(m::DEAD_LETTERS, &labels),
+            watermark_lag: metrics::gauge!(m::WATERMARK_LAG, &labels),
             ctx,
             reader,
             caps,
@@ -399,6 +403,8 @@ where
             let target = from.saturating_add(millis(now - since));
             self.caps.advance(self.granularity.quantize(target));
         }
+        let lag = crate::time::now_event_time().saturating_sub(*self.caps.ok.time());
+        self.watermark_lag.set(lag as f64 / 1e3);
         Ok(match poll {
             Poll::Ready => Poll::Ready,
             Poll::Pending(wait) if self.idle => Poll::Pending(wait.min(REPORT_EVERY)),

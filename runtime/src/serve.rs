@@ -1,0 +1,104 @@
+//! The process's HTTP endpoint: Prometheus metrics and a liveness check.
+//!
+//! Started with `--metrics-addr` (a port binds 127.0.0.1; `host:port` binds that address).
+//! `GET /metrics` renders every metric in Prometheus' text format (the names are in
+//! [`crate::metrics`]); `GET /health` answers `ok` while the process runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::error::ConfigError;
+
+/// A running endpoint; dropping it stops the server thread.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    address: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Installs the Prometheus recorder as the process's metrics recorder and serves it on
+    /// `address`. An address that cannot be bound is a configuration error.
+    pub fn start(address: SocketAddr) -> Result<Self, ConfigError> {
+        let server = tiny_http::Server::http(address).map_err(|e| {
+            ConfigError::new("runtime.metrics_addr", format!("cannot listen on {address}: {e}"))
+        })?;
+        let address = server.server_addr().to_ip().unwrap_or(address);
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only its own");
+        }
+        let server = Arc::new(server);
+        let serving = Arc::clone(&server);
+        let thread = std::thread::Builder::new()
+            .name("tributary-metrics".into())
+            .spawn(move || serve(&serving, &handle))
+            .map_err(|e| ConfigError::new("runtime.metrics_addr", e.to_string()))?;
+        tracing::info!(url = %format!("http://{address}/metrics"), "serving metrics");
+        Ok(MetricsServer { server, address, thread: Some(thread) })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(server: &tiny_http::Server, handle: &PrometheusHandle) {
+    for request in server.incoming_requests() {
+        let path = request.url().split('?').next().unwrap_or_default();
+        let response = match path {
+            "/metrics" => {
+                handle.run_upkeep();
+                text(handle.render(), "text/plain; version=0.0.4; charset=utf-8", 200)
+            }
+            "/health" => text("ok\n".into(), "text/plain; charset=utf-8", 200),
+            _ => text("not found\n".into(), "text/plain; charset=utf-8", 404),
+        };
+        if let Err(error) = request.respond(response) {
+            tracing::debug!(%error, "metrics client went away");
+        }
+    }
+}
+
+fn text(
+    body: String,
+    content_type: &str,
+    status: u16,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let header =
+        tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid static header");
+    tiny_http::Response::from_string(body).with_header(header).with_status_code(status)
+}
+
+/// Parses `--metrics-addr`: a port (bound on 127.0.0.1) or `host:port`.
+pub fn parse_address(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value.parse().map_err(|_| format!("`{value}` is neither a port nor an ip:port address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_default_to_loopback() {
+        assert_eq!(parse_address("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(parse_address("0.0.0.0:80").unwrap().to_string(), "0.0.0.0:80");
+        assert!(parse_address("localhost").unwrap_err().contains("neither a port"));
+    }
+}
