@@ -2,24 +2,21 @@
 //! watermark, with random allowed lateness and time granularity, run on 1 and 2 workers and
 //! compared with a naive recomputation.
 //!
-//! The test source emits one record per activation and advances its watermark to the largest
-//! event time it has seen minus a bound, so the oracle knows the timely time of every record
-//! (its rounded event time, or the watermark if it is late) and can tell which records the
-//! operator must accept, correct or send to the late output.
+//! The feed (`support/oracle.rs`) tells the oracle the timely time of every record.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::capture::{Capture, Event};
+use timely::dataflow::operators::capture::Capture;
 use timely::dataflow::operators::vec::Map;
 use tributary_operators::{Count, KeyBy, Sliding, Sum, Tumbling, Window, WindowResult};
-use tributary_runtime::{
-    Emitter, EventTime, Flow, Granularity, JobContext, Poll, Result, Source, SourceContext,
-    SourceReader, Timestamped,
-};
+use tributary_runtime::{EventTime, Flow, Granularity, Timestamped};
+
+mod support;
+use support::oracle::{self, messages, Feed};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Rec {
@@ -32,51 +29,6 @@ struct Rec {
 impl Timestamped for Rec {
     fn event_time(&self) -> EventTime {
         self.ts
-    }
-}
-
-/// Worker `w` of `n` emits records `w, w + n, ...` of `records`, one per activation.
-struct Feed {
-    records: Arc<Vec<Rec>>,
-    bound: u64,
-}
-
-struct FeedReader {
-    records: Arc<Vec<Rec>>,
-    next: usize,
-    step: usize,
-    bound: u64,
-    max_seen: Option<u64>,
-}
-
-impl Source for Feed {
-    type Item = Rec;
-    type Reader = FeedReader;
-    fn name(&self) -> &str {
-        "feed"
-    }
-    fn reader(&self, ctx: &SourceContext) -> Result<FeedReader> {
-        Ok(FeedReader {
-            records: Arc::clone(&self.records),
-            next: ctx.worker_index,
-            step: ctx.workers,
-            bound: self.bound,
-            max_seen: None,
-        })
-    }
-}
-
-impl SourceReader for FeedReader {
-    type Item = Rec;
-    fn poll(&mut self, out: &mut Emitter<'_, Rec>) -> Result<Poll> {
-        let Some(r) = self.records.get(self.next) else { return Ok(Poll::Done) };
-        self.next += self.step;
-        let max = self.max_seen.map_or(r.ts, |m| m.max(r.ts));
-        self.max_seen = Some(max);
-        out.emit(r.ts, r.clone());
-        out.advance_watermark(max.saturating_sub(self.bound));
-        // One record per activation: the driver moves its capability between records.
-        Ok(Poll::Pending(Duration::ZERO))
     }
 }
 
@@ -96,20 +48,11 @@ struct Case {
     granularity: u64,
 }
 
-/// The timely time at which each record travels, as the source driver stamps it.
+/// The timely time at which each record travels, by id.
 fn stamps(case: &Case, workers: usize) -> BTreeMap<u32, u64> {
     let g = Granularity::from_millis(case.granularity).expect("positive");
-    let mut times = BTreeMap::new();
-    for w in 0..workers {
-        let (mut floor, mut max_seen) = (0, None::<u64>);
-        for r in case.records.iter().skip(w).step_by(workers) {
-            times.insert(r.id, g.quantize(r.ts).max(floor));
-            let max = max_seen.map_or(r.ts, |m| m.max(r.ts));
-            max_seen = Some(max);
-            floor = floor.max(g.quantize(max.saturating_sub(case.bound)));
-        }
-    }
-    times
+    let times = oracle::stamps(&case.records, case.bound, g, workers);
+    case.records.iter().zip(times).map(|(r, t)| (r.id, t)).collect()
 }
 
 type Results = BTreeMap<(u8, Window), (u64, i64)>;
@@ -193,27 +136,11 @@ fn execute<F>(case: &Case, workers: usize, build: F)
 where
     F: for<'a> Fn(&mut Flow<'a>, tributary_runtime::Events<'a, Rec>) + Send + Sync + 'static,
 {
-    let feed = Arc::new(Feed { records: Arc::new(case.records.clone()), bound: case.bound });
-    let context =
-        JobContext::new("oracle", Granularity::from_millis(case.granularity).expect("positive"));
-    let mut worker_config = timely::WorkerConfig::default();
-    context.install(&mut worker_config);
-    let config = timely::Config {
-        communication: timely::CommunicationConfig::Process(workers),
-        worker: worker_config,
-    };
-    timely::execute(config, move |worker| {
-        let feed = Arc::clone(&feed);
-        worker.dataflow::<u64, _, _>(|scope| {
-            let mut flow = Flow::new(scope);
-            let records = flow.source(&*feed);
-            build(&mut flow, records);
-        });
-    })
-    .expect("timely starts")
-    .join()
-    .into_iter()
-    .for_each(|r| r.expect("no worker panicked"));
+    let feed = Feed::new("feed", case.records.clone(), case.bound);
+    oracle::execute(case.granularity, workers, move |flow| {
+        let records = flow.source(&feed);
+        build(flow, records);
+    });
 }
 
 /// Runs the window operator on `workers` workers; returns the results in the order each
@@ -245,15 +172,6 @@ fn run(case: &Case, workers: usize) -> (Vec<Output>, BTreeSet<u32>) {
         late.map(|(_, r)| r.id).capture_into(late_tx);
     });
     (messages(results_rx), messages(late_rx).into_iter().collect())
-}
-
-fn messages<D>(rx: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
-    rx.try_iter()
-        .flat_map(|e| match e {
-            Event::Messages(_, data) => data,
-            Event::Progress(_) => Vec::new(),
-        })
-        .collect()
 }
 
 /// The final state of a result stream: the highest revision per key and window; for

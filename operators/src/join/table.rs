@@ -1,0 +1,431 @@
+//! Stream–table join: each stream record looks up its key in a table kept as a
+//! differential-dataflow arrangement.
+//!
+//! A [`Table`] is built from a changelog: per key, a new value or a deletion, each at an event
+//! time. Changes are arranged with differential's upsert operator, at their event time (or,
+//! for a change read behind its source's watermark, at the timely time it was read: an
+//! arrangement cannot take updates in its past). The arrangement therefore holds every
+//! version of every key, and a lookup at time `t` accumulates the updates at times `<= t`: the
+//! table *as it was at `t`*.
+//!
+//! The lookup operator holds a stream record until the table's frontier has passed the
+//! record's event time (every change up to then has arrived), then reads the arrangement
+//! with a cursor, in key order. It compacts the arrangement to its stream input's frontier
+//! minus the allowed lateness: versions older than any accepted record can ask for are merged
+//! away, so the arrangement keeps one value per live key plus the recent versions, and memory
+//! stays flat on an endless changelog of a fixed key set.
+//!
+//! With [`TableJoin::latest`], records are joined at once with the table as it is now
+//! (processing-time lookup, like Flink's lookup join) and nothing is held back.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Duration;
+
+use differential_dataflow::operators::arrange::{upsert, Arranged, TraceAgent};
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::trace::TraceReader;
+use differential_dataflow::Hashable;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
+use timely::progress::Antichain;
+use tributary_runtime::metrics as m;
+use tributary_runtime::time::millis;
+use tributary_runtime::{job_context, Data, EventTime, Events, Time, Timestamped};
+
+use super::{too_late, Enriched};
+use crate::key_by::Keyed;
+use crate::window::{instrument, WithLate};
+
+/// The arrangement a table is kept in: values by key, with their versions over time.
+pub type TableTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
+
+/// One change to a table: from `ts` on, the key has `value`, or no value if `None`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Change<V> {
+    /// The new value, or `None` to delete the key.
+    pub value: Option<V>,
+    /// The event time the change takes effect, in milliseconds.
+    pub ts: EventTime,
+}
+
+impl<V> Timestamped for Change<V> {
+    fn event_time(&self) -> EventTime {
+        self.ts
+    }
+}
+
+/// A table: a differential-dataflow arrangement of each key's values over event time,
+/// partitioned across workers by key.
+pub struct Table<'scope, K: Data + Ord + Debug, V: Data + Ord + Debug> {
+    arranged: Arranged<'scope, TableTrace<K, V>>,
+}
+
+impl<'scope, K, V> Keyed<'scope, K, Change<V>>
+where
+    K: Data + Hash + Ord + Debug,
+    V: Data + Ord + Debug,
+{
+    /// Arranges a changelog into a table. Two changes of a key at the same millisecond are
+    /// resolved as differential's upsert does: the greater value wins, and a value wins over
+    /// a deletion.
+    pub fn into_table(self, name: &str) -> Table<'scope, K, V> {
+        let stream = self.into_stream();
+        let scope = stream.scope();
+        let (operator, late_changes) = instrument(&scope, "table", name, m::LATE_UPDATES);
+        // Changes read behind the watermark take effect when they were read.
+        let upserts = stream.unary(Pipeline, &operator, move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return data.clear() };
+                    let late = data.iter().filter(|(_, c)| c.ts < time).count();
+                    if late > 0 {
+                        late_changes.increment(late as u64);
+                    }
+                    output
+                        .session(&cap)
+                        .give_iterator(data.drain(..).map(|(k, c)| (k, c.value, c.ts.max(time))));
+                });
+            }
+        });
+        let arranged = upsert::arrange_from_upsert::<
+            ValBuilder<K, V, Time, isize>,
+            ValSpine<K, V, Time, isize>,
+            K,
+            V,
+        >(upserts, &format!("table:{name}"));
+        Table { arranged }
+    }
+}
+
+impl<'scope, K, V> Keyed<'scope, K, V>
+where
+    K: Data + Hash + Ord + Debug,
+    V: Data + Ord + Debug + Timestamped,
+{
+    /// A table of each key's latest record by event time: every record is an upsert of its
+    /// key at its own event time.
+    pub fn into_latest_table(self, name: &str) -> Table<'scope, K, V> {
+        let changes = self.into_stream().map(|(k, v)| {
+            let ts = v.event_time();
+            (k, Change { value: Some(v), ts })
+        });
+        Keyed::new(changes).into_table(name)
+    }
+}
+
+/// A keyed stream and a table, waiting for the join.
+pub struct TableJoin<'scope, 'table, K: Data + Ord + Debug, L, V: Data + Ord + Debug> {
+    stream: Keyed<'scope, K, L>,
+    table: &'table Table<'scope, K, V>,
+    latest: bool,
+    left_outer: bool,
+    lateness: u64,
+}
+
+impl<'scope, K: Data + Hash + Eq + Ord + Debug, L: Data + Timestamped> Keyed<'scope, K, L> {
+    /// Enriches each record with `table`'s value for its key at the record's event time.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::capture::{Capture, Extract};
+    /// use timely::dataflow::operators::vec::Map;
+    /// use timely::dataflow::operators::ToStream;
+    /// use tributary_operators::{Change, KeyBy, Keyed};
+    /// use serde::{Deserialize, Serialize};
+    /// use tributary_runtime::Timestamped;
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+    /// struct Ev { key: u32, ts: u64, x: i32 }
+    /// impl Timestamped for Ev {
+    ///     fn event_time(&self) -> u64 { self.ts }
+    /// }
+    /// fn ev(key: u32, ts: u64, x: i32) -> Ev { Ev { key, ts, x } }
+    ///
+    /// let captured = timely::example(|scope| {
+    ///     // Device 7 is at site "a" from 0 ms and at site "b" from 1000 ms.
+    ///     let registry = [(7u32, "a", 0u64), (7, "b", 1000)].to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .map(|(d, site, ts)| (d, Change { value: Some(site.to_string()), ts }));
+    ///     let table = Keyed::new(registry).into_table("registry");
+    ///     // Readings of device 7 at 500 ms and 1500 ms.
+    ///     [ev(7, 500, 0), ev(7, 1500, 0)].to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .key_by(|r| r.key)
+    ///         .join_table(&table)
+    ///         .join()
+    ///         .map(|e| (e.left.ts, e.right))
+    ///         .capture()
+    /// });
+    /// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, rs)| rs).collect();
+    /// rows.sort();
+    /// assert_eq!(rows, vec![(500, Some("a".into())), (1500, Some("b".into()))]);
+    /// ```
+    pub fn join_table<'table, V: Data + Ord + Debug>(
+        self,
+        table: &'table Table<'scope, K, V>,
+    ) -> TableJoin<'scope, 'table, K, L, V> {
+        TableJoin { stream: self, table, latest: false, left_outer: true, lateness: 0 }
+    }
+}
+
+impl<'scope, K, L, V> TableJoin<'scope, '_, K, L, V>
+where
+    K: Data + Hash + Ord + Debug,
+    L: Data + Timestamped,
+    V: Data + Ord + Debug,
+{
+    /// Joins each record with the table as it is when the record is processed, not as it
+    /// was at the record's event time. Nothing is held back and no record is late.
+    pub fn latest(mut self) -> Self {
+        self.latest = true;
+        self
+    }
+
+    /// Drops records whose key has no value (the default keeps them, with `None`).
+    pub fn inner(mut self) -> Self {
+        self.left_outer = false;
+        self
+    }
+
+    /// Accepts records up to `lateness` behind the watermark; the table keeps its versions
+    /// that long.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness = millis(lateness);
+        self
+    }
+
+    /// The enriched records; too-late records are counted and dropped.
+    pub fn join(self) -> Events<'scope, Enriched<K, L, V>> {
+        self.join_with_late().0
+    }
+
+    /// The enriched records and the too-late ones (the table side never has late records:
+    /// a late change takes effect when it is read).
+    pub fn join_with_late(self) -> WithLate<'scope, Enriched<K, L, V>, K, L> {
+        let mode = if self.latest { Mode::Latest } else { Mode::AsOf };
+        lookup(self.stream, self.table, mode, self.left_outer, self.lateness, |_, _| true)
+    }
+}
+
+/// Records of one message, waiting for the table to be complete up to their event time.
+type Pending<K, L> = (Capability<Time>, Vec<(K, L)>);
+
+/// When a record reads the table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// At the record's event time, once the table is complete up to it.
+    AsOf,
+    /// Now.
+    Latest,
+}
+
+/// Joins `stream` with `table`; `accept(record_time, value)` can reject a found value (the
+/// as-of join's staleness limit).
+pub(super) fn lookup<'scope, K, L, V>(
+    stream: Keyed<'scope, K, L>,
+    table: &Table<'scope, K, V>,
+    mode: Mode,
+    left_outer: bool,
+    lateness: u64,
+    accept: impl Fn(EventTime, &V) -> bool + 'static,
+) -> WithLate<'scope, Enriched<K, L, V>, K, L>
+where
+    K: Data + Hash + Ord + Debug,
+    L: Data + Timestamped,
+    V: Data + Ord + Debug,
+{
+    let stream = stream.into_stream();
+    let scope = stream.scope();
+    let granularity = job_context(&scope).granularity;
+    let name = if mode == Mode::Latest { "latest" } else { "as-of" };
+    let (operator, late_dropped) = instrument(&scope, "table-join", name, m::LATE_DROPPED);
+    let mut trace = table.arranged.trace.clone();
+
+    let mut builder = OperatorBuilder::new(operator.clone(), scope);
+    // Route records as the table's upsert operator routes its keys.
+    let mut stream_in = builder.new_input(stream, Exchange::new(|(k, _): &(K, L)| k.hashed()));
+    let mut table_in = builder.new_input(table.arranged.stream.clone(), Pipeline);
+    let (joined_out, joined) = builder.new_output();
+    let (late_out, late) = builder.new_output();
+    let mut joined_out = OutputBuilder::from(joined_out);
+    let mut late_out = OutputBuilder::from(late_out);
+
+    builder.build(move |_capabilities| {
+        // Records waiting for the table to be complete up to their event time, per message.
+        let mut pending: Vec<Pending<K, L>> = Vec::new();
+        let mut too_late_records: Vec<(K, L)> = Vec::new();
+        let mut ready: Vec<(K, L, usize)> = Vec::new();
+        let mut results: Vec<Vec<Enriched<K, L, V>>> = Vec::new();
+        let mut compaction = Antichain::from_elem(0);
+        move |frontiers| {
+            let mut joined_out = joined_out.activate();
+            let mut late_out = late_out.activate();
+            stream_in.for_each(|cap, data| {
+                let Some(&time) = cap.least() else { return data.clear() };
+                if mode == Mode::AsOf {
+                    let quantize = |e| granularity.quantize(e);
+                    let late = |r: &(K, L)| {
+                        let e = r.1.event_time();
+                        too_late(time, quantize(e), e, 0, lateness)
+                    };
+                    if data.iter().any(late) {
+                        too_late_records.extend(data.extract_if(.., |r| late(r)));
+                        late_dropped.increment(too_late_records.len() as u64);
+                        tracing::debug!(operator = %operator, time,
+                            records = too_late_records.len(), "records too late for the table");
+                        late_out.session(&cap).give_container(&mut too_late_records);
+                        too_late_records.clear();
+                    }
+                }
+                if !data.is_empty() {
+                    pending.push((cap.delayed(&time, 0), std::mem::take(data)));
+                }
+            });
+            // The batches themselves are read through the trace; only the frontier matters.
+            table_in.for_each(|_, data| data.clear());
+
+            let table_frontier = frontiers[1].frontier();
+            for (index, (_, records)) in pending.iter_mut().enumerate() {
+                let is_ready = |r: &(K, L)| {
+                    mode == Mode::Latest || !table_frontier.less_equal(&r.1.event_time())
+                };
+                for (k, l) in records.extract_if(.., |r| is_ready(r)) {
+                    ready.push((k, l, index));
+                }
+            }
+            if !ready.is_empty() {
+                results.resize_with(pending.len(), Vec::new);
+                ready.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
+                let (mut cursor, storage) = cursor_list(batches);
+                for (key, left, index) in ready.drain(..) {
+                    let at = left.event_time();
+                    let mut value = None;
+                    cursor.seek_key(&storage, &key);
+                    if cursor.get_key(&storage) == Some(&key) {
+                        cursor.rewind_vals(&storage);
+                        while let Some(v) = cursor.get_val(&storage) {
+                            let mut count = 0;
+                            cursor.map_times(&storage, |t, d| {
+                                if mode == Mode::Latest || *t <= at {
+                                    count += *d;
+                                }
+                            });
+                            if count > 0 {
+                                value = Some(v);
+                                break;
+                            }
+                            cursor.step_val(&storage);
+                        }
+                    }
+                    let right = value.filter(|v| accept(at, v)).cloned();
+                    if right.is_some() || left_outer {
+                        results[index].push(Enriched { key, left, right });
+                    }
+                }
+                for ((cap, _), out) in pending.iter().zip(results.iter_mut()) {
+                    if !out.is_empty() {
+                        joined_out.session(cap).give_container(out);
+                        out.clear();
+                    }
+                }
+            }
+            pending.retain(|(_, records)| !records.is_empty());
+
+            // Versions older than any record may still ask for can be merged away: records
+            // still to come are accepted only at or after the stream frontier minus the
+            // lateness, and the held ones at their own event time.
+            let stream_frontier = frontiers[0].frontier().first().copied();
+            let bound = match mode {
+                Mode::AsOf => pending
+                    .iter()
+                    .flat_map(|(_, records)| records.iter().map(|(_, l)| l.event_time()))
+                    .chain(stream_frontier.map(|f| f.saturating_sub(lateness)))
+                    .min(),
+                // Reads accumulate everything; only a finished trace cannot be read.
+                Mode::Latest => table_frontier
+                    .first()
+                    .copied()
+                    .or_else(|| stream_frontier.and(compaction.first().copied())),
+            };
+            let advanced = match (bound, compaction.first()) {
+                (Some(bound), Some(&current)) => bound > current,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if advanced {
+                compaction = bound.map_or_else(Antichain::new, Antichain::from_elem);
+                trace.set_logical_compaction(compaction.borrow());
+                trace.set_physical_compaction(compaction.borrow());
+            }
+        }
+    });
+    (joined, late)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use timely::dataflow::operators::capture::{Capture, Extract};
+    use timely::dataflow::operators::probe::Handle;
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::InputHandle;
+
+    use super::*;
+    use crate::KeyBy;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Reading {
+        device: u32,
+        ts: EventTime,
+    }
+
+    impl Timestamped for Reading {
+        fn event_time(&self) -> EventTime {
+            self.ts
+        }
+    }
+
+    /// The table has key 1 = "old" from 0 ms and "new" from 5000 ms; a reading at 100 ms
+    /// arrives after the table has both. As of its event time it sees "old"; with `latest` it
+    /// sees "new".
+    fn join_reading_after_the_table(latest: bool) -> Vec<Option<String>> {
+        let (tx, rx) = mpsc::channel();
+        timely::execute_directly(move |worker| {
+            let mut changes = InputHandle::new();
+            let mut readings = InputHandle::new();
+            let table_probe = Handle::new();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let table = Keyed::new(changes.to_stream(scope)).into_table("devices");
+                table.arranged.stream.clone().probe_with(&table_probe);
+                let join =
+                    readings.to_stream(scope).key_by(|r: &Reading| r.device).join_table(&table);
+                let join = if latest { join.latest() } else { join };
+                join.join().map(|e| e.right).capture_into(tx);
+            });
+            // The table is complete up to 6000 ms before the reading is sent.
+            changes.send((1u32, Change { value: Some("old".to_string()), ts: 0 }));
+            changes.send((1u32, Change { value: Some("new".to_string()), ts: 5000 }));
+            changes.advance_to(6000);
+            readings.advance_to(100);
+            while table_probe.less_than(&6000) {
+                worker.step();
+            }
+            readings.send(Reading { device: 1, ts: 100 });
+        });
+        rx.extract().into_iter().flat_map(|(_, rows)| rows).collect()
+    }
+
+    #[test]
+    fn a_table_join_reads_the_table_at_the_records_time_or_now() {
+        assert_eq!(join_reading_after_the_table(false), vec![Some("old".to_string())]);
+        assert_eq!(join_reading_after_the_table(true), vec![Some("new".to_string())]);
+    }
+}
