@@ -18,12 +18,14 @@
 //! With [`TableJoin::latest`], records are joined at once with the table as it is now
 //! (processing-time lookup, like Flink's lookup join) and nothing is held back.
 
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::time::Duration;
 
 use differential_dataflow::operators::arrange::{upsert, Arranged, TraceAgent};
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::cursor::{Cursor, Navigable};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::Hashable;
@@ -32,18 +34,22 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Capability;
 use timely::progress::Antichain;
 use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
 use tributary_runtime::{job_context, Data, EventTime, Events, Time, Timestamped};
 
-use super::{too_late, Enriched};
+use super::{too_late, Enriched, HeldCapabilities};
 use crate::key_by::Keyed;
 use crate::window::{instrument, WithLate};
 
-/// The arrangement a table is kept in: values by key, with their versions over time.
-pub type TableTrace<K, V> = TraceAgent<ValSpine<K, V, Time, isize>>;
+/// The arrangement a table is kept in: by key, each version of the value with the time it
+/// took effect, newest first (so a lookup stops at the first version in force).
+pub type TableTrace<K, V> = TraceAgent<ValSpine<K, Version<V>, Time, isize>>;
+
+/// A version of a table value: the time it took effect (ordered newest first) and the value
+/// (always `Some`; `None` only serves as the smallest value when a lookup seeks to a time).
+pub type Version<V> = (Reverse<Time>, Option<V>);
 
 /// One change to a table: from `ts` on, the key has `value`, or no value if `None`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -87,17 +93,18 @@ where
                     if late > 0 {
                         late_changes.increment(late as u64);
                     }
-                    output
-                        .session(&cap)
-                        .give_iterator(data.drain(..).map(|(k, c)| (k, c.value, c.ts.max(time))));
+                    output.session(&cap).give_iterator(data.drain(..).map(|(k, c)| {
+                        let at = c.ts.max(time);
+                        (k, c.value.map(|v| (Reverse(at), Some(v))), at)
+                    }));
                 });
             }
         });
         let arranged = upsert::arrange_from_upsert::<
-            ValBuilder<K, V, Time, isize>,
-            ValSpine<K, V, Time, isize>,
+            ValBuilder<K, Version<V>, Time, isize>,
+            ValSpine<K, Version<V>, Time, isize>,
             K,
-            V,
+            Version<V>,
         >(upserts, &format!("table:{name}"));
         Table { arranged }
     }
@@ -213,8 +220,53 @@ where
     }
 }
 
-/// Records of one message, waiting for the table to be complete up to their event time.
-type Pending<K, L> = (Capability<Time>, Vec<(K, L)>);
+/// A batch of a table's arrangement and its cursor.
+type Batch<K, V> = <ValSpine<K, Version<V>, Time, isize> as TraceReader>::Batch;
+type BatchCursor<K, V> = <Batch<K, V> as Navigable>::Cursor;
+
+/// The value of `key` in `batches` at time `at` (or now, if `None`).
+///
+/// Versions are ordered newest first, so the answer is the first version (at or before
+/// `at`) found in any batch, provided its updates (spread over batches: an insertion in one,
+/// its retraction in another) still add up to one at `at`. Keys must be asked in order:
+/// the cursors only move forward between keys.
+fn read<'b, K: Data + Ord + Debug, V: Data + Ord + Debug>(
+    batches: &'b [Batch<K, V>],
+    cursors: &mut [BatchCursor<K, V>],
+    key: &K,
+    at: Option<Time>,
+) -> Option<&'b V> {
+    let mut newest: Option<&'b Version<V>> = None;
+    for (cursor, batch) in cursors.iter_mut().zip(batches) {
+        cursor.seek_key(batch, key);
+        if cursor.get_key(batch) != Some(key) {
+            continue;
+        }
+        cursor.rewind_vals(batch);
+        if let Some(at) = at {
+            cursor.seek_val(batch, &(Reverse(at), None));
+        }
+        if let Some(version) = cursor.get_val(batch) {
+            newest = Some(newest.map_or(version, |n| n.min(version)));
+        }
+    }
+    let newest = newest?;
+    let mut count = 0;
+    for (cursor, batch) in cursors.iter_mut().zip(batches) {
+        if cursor.get_key(batch) != Some(key) {
+            continue;
+        }
+        cursor.seek_val(batch, newest);
+        if cursor.get_val(batch) == Some(newest) {
+            cursor.map_times(batch, |t, d| {
+                if at.is_none_or(|at| *t <= at) {
+                    count += *d;
+                }
+            });
+        }
+    }
+    (count > 0).then_some(newest.1.as_ref()).flatten()
+}
 
 /// When a record reads the table.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -257,86 +309,80 @@ where
     let mut late_out = OutputBuilder::from(late_out);
 
     builder.build(move |_capabilities| {
-        // Records waiting for the table to be complete up to their event time, per message.
-        let mut pending: Vec<Pending<K, L>> = Vec::new();
+        // Records waiting for the table to be complete up to their event time, by that time,
+        // with the timely time they were read at (their output's capability is held there).
+        let mut pending: BTreeMap<EventTime, Vec<(Time, K, L)>> = BTreeMap::new();
+        let mut held = HeldCapabilities::new();
         let mut too_late_records: Vec<(K, L)> = Vec::new();
-        let mut ready: Vec<(K, L, usize)> = Vec::new();
-        let mut results: Vec<Vec<Enriched<K, L, V>>> = Vec::new();
+        let mut ready: Vec<(Time, K, L)> = Vec::new();
+        let mut results: Vec<(Time, Enriched<K, L, V>)> = Vec::new();
         let mut compaction = Antichain::from_elem(0);
         move |frontiers| {
             let mut joined_out = joined_out.activate();
             let mut late_out = late_out.activate();
             stream_in.for_each(|cap, data| {
                 let Some(&time) = cap.least() else { return data.clear() };
-                if mode == Mode::AsOf {
-                    let quantize = |e| granularity.quantize(e);
-                    let late = |r: &(K, L)| {
-                        let e = r.1.event_time();
-                        too_late(time, quantize(e), e, 0, lateness)
-                    };
-                    if data.iter().any(late) {
-                        too_late_records.extend(data.extract_if(.., |r| late(r)));
-                        late_dropped.increment(too_late_records.len() as u64);
-                        tracing::debug!(operator = %operator, time,
-                            records = too_late_records.len(), "records too late for the table");
-                        late_out.session(&cap).give_container(&mut too_late_records);
-                        too_late_records.clear();
+                for (k, l) in data.drain(..) {
+                    let e = l.event_time();
+                    if mode == Mode::AsOf && too_late(time, granularity.quantize(e), e, 0, lateness)
+                    {
+                        too_late_records.push((k, l));
+                    } else {
+                        held.hold(time, || cap.delayed(&time, 0));
+                        let at = if mode == Mode::Latest { 0 } else { e };
+                        pending.entry(at).or_default().push((time, k, l));
                     }
                 }
-                if !data.is_empty() {
-                    pending.push((cap.delayed(&time, 0), std::mem::take(data)));
+                if !too_late_records.is_empty() {
+                    late_dropped.increment(too_late_records.len() as u64);
+                    tracing::debug!(operator = %operator, time,
+                        records = too_late_records.len(), "records too late for the table");
+                    late_out.session(&cap).give_container(&mut too_late_records);
+                    too_late_records.clear();
                 }
             });
             // The batches themselves are read through the trace; only the frontier matters.
             table_in.for_each(|_, data| data.clear());
 
+            // Records whose event time the table's frontier has passed are ready.
             let table_frontier = frontiers[1].frontier();
-            for (index, (_, records)) in pending.iter_mut().enumerate() {
-                let is_ready = |r: &(K, L)| {
-                    mode == Mode::Latest || !table_frontier.less_equal(&r.1.event_time())
-                };
-                for (k, l) in records.extract_if(.., |r| is_ready(r)) {
-                    ready.push((k, l, index));
+            while let Some(entry) = pending.first_entry() {
+                if mode == Mode::AsOf && table_frontier.less_equal(entry.key()) {
+                    break;
                 }
+                ready.append(&mut entry.remove());
             }
             if !ready.is_empty() {
-                results.resize_with(pending.len(), Vec::new);
-                ready.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                ready.sort_unstable_by(|a, b| a.1.cmp(&b.1));
                 let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
-                let (mut cursor, storage) = cursor_list(batches);
-                for (key, left, index) in ready.drain(..) {
+                let mut cursors: Vec<_> = batches.iter().map(Navigable::cursor).collect();
+                for (time, key, left) in ready.drain(..) {
                     let at = left.event_time();
-                    let mut value = None;
-                    cursor.seek_key(&storage, &key);
-                    if cursor.get_key(&storage) == Some(&key) {
-                        cursor.rewind_vals(&storage);
-                        while let Some(v) = cursor.get_val(&storage) {
-                            let mut count = 0;
-                            cursor.map_times(&storage, |t, d| {
-                                if mode == Mode::Latest || *t <= at {
-                                    count += *d;
-                                }
-                            });
-                            if count > 0 {
-                                value = Some(v);
-                                break;
-                            }
-                            cursor.step_val(&storage);
-                        }
-                    }
+                    let as_of = (mode == Mode::AsOf).then_some(at);
+                    let value = read(&batches, &mut cursors, &key, as_of);
                     let right = value.filter(|v| accept(at, v)).cloned();
                     if right.is_some() || left_outer {
-                        results[index].push(Enriched { key, left, right });
+                        results.push((time, Enriched { key, left, right }));
+                    } else {
+                        held.release(time);
                     }
                 }
-                for ((cap, _), out) in pending.iter().zip(results.iter_mut()) {
-                    if !out.is_empty() {
-                        joined_out.session(cap).give_container(out);
-                        out.clear();
+                results.sort_by_key(|(time, _)| *time);
+                let mut rows = results.drain(..).peekable();
+                while let Some((time, first)) = rows.next() {
+                    let mut session = joined_out.session(held.get(time));
+                    session.give(first);
+                    let mut n = 1;
+                    while let Some((_, row)) = rows.next_if(|(t, _)| *t == time) {
+                        session.give(row);
+                        n += 1;
+                    }
+                    drop(session);
+                    for _ in 0..n {
+                        held.release(time);
                     }
                 }
             }
-            pending.retain(|(_, records)| !records.is_empty());
 
             // Versions older than any record may still ask for can be merged away: records
             // still to come are accepted only at or after the stream frontier minus the
@@ -344,8 +390,10 @@ where
             let stream_frontier = frontiers[0].frontier().first().copied();
             let bound = match mode {
                 Mode::AsOf => pending
-                    .iter()
-                    .flat_map(|(_, records)| records.iter().map(|(_, l)| l.event_time()))
+                    .keys()
+                    .next()
+                    .copied()
+                    .into_iter()
                     .chain(stream_frontier.map(|f| f.saturating_sub(lateness)))
                     .min(),
                 // Reads accumulate everything; only a finished trace cannot be read.
