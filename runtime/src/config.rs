@@ -107,7 +107,8 @@ pub struct WatermarkConfig {
     /// quiet streams still close their last windows.
     pub idle_advance: bool,
     /// Pause a source worker whose watermark is further than this ahead of the slowest active
-    /// worker of the same source, so state buffered for the future stays bounded.
+    /// worker of any source of the job, so state buffered for the future (windows to come, a
+    /// join's faster input) stays bounded.
     pub max_drift: Option<HumanDuration>,
 }
 

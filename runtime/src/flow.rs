@@ -130,12 +130,20 @@ pub struct Flow<'scope> {
     scope: Scope<'scope, Time>,
     context: JobContext,
     dead_letters: Option<Events<'scope, DeadLetter>>,
+    /// What this worker's source drivers know of every source worker's watermark, for
+    /// watermark alignment across all the job's sources.
+    pub(crate) watermarks: crate::source::Boards,
 }
 
 impl<'scope> Flow<'scope> {
     /// A context over `scope`. The runtime makes one per worker; tests may make their own.
     pub fn new(scope: Scope<'scope, Time>) -> Self {
-        Flow { scope, context: job_context(&scope), dead_letters: None }
+        Flow {
+            scope,
+            context: job_context(&scope),
+            dead_letters: None,
+            watermarks: Default::default(),
+        }
     }
 
     /// The timely scope, for timely and differential operators.

@@ -7,6 +7,7 @@
 //! inside), and holds its capability at the reader's watermark, so the source's frontier is
 //! its watermark.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,13 +211,20 @@ impl<'scope> Flow<'scope> {
                     None
                 }
             };
-            let mut board = Board::default();
+            let boards = Rc::clone(&self.watermarks);
+            let mine = {
+                let mut boards = boards.borrow_mut();
+                boards.push(Board::default());
+                boards.len() - 1
+            };
             let mut ok_output = OutputBuilder::from(ok_output);
             let mut err_output = OutputBuilder::from(err_output);
             let mut status_output = OutputBuilder::from(status_output);
             move |_frontiers| {
                 // Always drain the status loop, even when done, so the dataflow can finish.
-                status_input.for_each(|_, statuses| board.update(statuses.drain(..)));
+                status_input.for_each(|_, statuses| {
+                    boards.borrow_mut()[mine].update(statuses.drain(..));
+                });
                 let Some(d) = driver.as_mut() else { return };
                 let before = d.records;
                 let outcome = if state.stop_requested() {
@@ -224,7 +232,9 @@ impl<'scope> Flow<'scope> {
                         records = d.records, "source stopped on request");
                     Ok(Poll::Done)
                 } else {
-                    d.activate(&board, &mut ok_output, &mut err_output)
+                    let others =
+                        active_minimum(&boards.borrow(), mine, d.ctx.worker_index, d.ctx.workers);
+                    d.activate(others, &mut ok_output, &mut err_output)
                 };
                 state.count_in(d.records - before);
                 match outcome {
@@ -262,7 +272,7 @@ type Status = (u32, Time, bool);
 
 /// The latest report of every worker of one source.
 #[derive(Default)]
-struct Board {
+pub(crate) struct Board {
     reports: Vec<Option<(Time, bool)>>,
 }
 
@@ -279,15 +289,29 @@ impl Board {
 
     /// The smallest watermark among the workers that are neither idle nor finished, leaving
     /// out `me`. A worker not heard from yet counts as active at time 0.
-    fn active_minimum(&self, me: usize, workers: usize) -> Option<Time> {
+    fn active_minimum(&self, me: Option<usize>, workers: usize) -> Option<Time> {
         (0..workers)
-            .filter(|&w| w != me)
+            .filter(|&w| Some(w) != me)
             .filter_map(|w| match self.reports.get(w).copied().flatten() {
                 None => Some(0),
                 Some((wm, idle)) => (!idle && wm != Time::MAX).then_some(wm),
             })
             .min()
     }
+}
+
+/// One board per source of the job, on each worker.
+pub(crate) type Boards = Rc<RefCell<Vec<Board>>>;
+
+/// The smallest watermark of any active worker of any source, leaving out worker `me` of
+/// source `mine`: alignment treats all the job's sources as one group, so a join's inputs
+/// stay within `max_drift` of each other too.
+fn active_minimum(boards: &[Board], mine: usize, me: usize, workers: usize) -> Option<Time> {
+    boards
+        .iter()
+        .enumerate()
+        .filter_map(|(i, board)| board.active_minimum((i == mine).then_some(me), workers))
+        .min()
 }
 
 /// The capabilities of a running source worker.
@@ -372,13 +396,11 @@ where
     /// it emitted; then applies idleness.
     fn activate(
         &mut self,
-        board: &Board,
+        others: Option<Time>,
         ok: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<R::Item>>>,
         err: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>,
     ) -> Result<Poll> {
         let now = Instant::now();
-        let (me, workers) = (self.ctx.worker_index, self.ctx.workers);
-        let others = board.active_minimum(me, workers);
         if let (Some(drift), Some(slowest)) = (self.watermarks.max_drift, others) {
             if *self.caps.ok.time() > slowest.saturating_add(millis(drift.0)) {
                 return Ok(Poll::Pending(ALIGNMENT_WAIT));
@@ -419,9 +441,7 @@ where
         out: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<Status>>>,
         done: bool,
     ) {
-        if self.ctx.workers == 1 {
-            return;
-        }
+        // Published even with one worker: the job's other sources align with it.
         let watermark = if done { Time::MAX } else { *self.caps.ok.time() };
         let now = Instant::now();
         let changed = self.reported.is_none_or(|(w, i, at)| {

@@ -72,16 +72,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
     let events: u64 = flag("--events").and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let workers: Option<usize> = flag("--workers").and_then(|w| w.parse().ok());
     if let Some(join) = flag("--soak") {
         let events = flag("--events").and_then(|v| v.parse().ok()).unwrap_or(50_000_000);
+        let w = workers.unwrap_or(1);
         let (left, right) = sides(events, 10_000, Some(events / 20));
         println!(
-            "soak: {join} join, {}M events (half per side), 10k keys, 1 worker",
+            "soak: {join} join, {}M events (half per side), 10k keys, {w} worker(s)",
             events / 1_000_000
         );
         let result = match join.as_str() {
-            "interval" => run2(&left, &right, 1, interval_join),
-            "asof" => run2(&left, &right, 1, asof_join),
+            "interval" => run2(&left, &right, w, interval_join),
+            "asof" => run2(&left, &right, w, asof_join),
             other => panic!("--soak takes interval or asof, not {other}"),
         };
         let (rss, peak) = memory();
@@ -100,10 +102,7 @@ fn main() {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     // `--only as-of --workers 2` runs one line of the table.
     let only = flag("--only").map_or("", |s| s.as_str());
-    let workers: Vec<usize> = match flag("--workers").and_then(|w| w.parse().ok()) {
-        Some(w) => vec![w],
-        None => vec![1, 2],
-    };
+    let workers: Vec<usize> = workers.map_or(vec![1, 2], |w| vec![w]);
     type Join = for<'a> fn(Events<'a, Ev>, Events<'a, Ev>) -> Events<'a, u64>;
     let joins: [(&str, Join, (&Input, &Input)); 4] = [
         ("window join, tumbling 1 s, 10k keys", window_join, (&left, &right)),

@@ -1,6 +1,6 @@
 //! Watermarks across the workers of a source: idle workers stop holding the job back, idle
 //! jobs advance with processing time when asked, and alignment keeps a fast worker within
-//! the allowed drift of the slowest one.
+//! the allowed drift of the slowest one, of its own source or of another.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::capture::{Capture, Event};
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Concatenate;
 use tributary_operators::{Count, KeyBy, Tumbling};
 use tributary_runtime::{
     Emitter, EventTime, Flow, Granularity, HumanDuration, JobContext, JobState, Poll, Result,
@@ -36,6 +37,7 @@ struct Plan {
 }
 
 struct Ticks {
+    name: &'static str,
     plans: Vec<Plan>,
     /// The largest event time each worker has emitted.
     emitted: Arc<Vec<AtomicU64>>,
@@ -52,7 +54,7 @@ impl Source for Ticks {
     type Item = Tick;
     type Reader = TickReader;
     fn name(&self) -> &str {
-        "ticks"
+        self.name
     }
     fn reader(&self, ctx: &SourceContext) -> Result<TickReader> {
         Ok(TickReader {
@@ -78,6 +80,9 @@ impl SourceReader for TickReader {
     }
 }
 
+/// The largest event time each worker of a source has emitted.
+type Emitted = Arc<Vec<AtomicU64>>;
+
 /// Runs 1-second tumbling counts over `plans` (one per worker) until `done` says the
 /// results seen so far suffice, then stops the job. Returns the windows' starts and counts in
 /// arrival order, and the sources' emitted maxima.
@@ -85,10 +90,30 @@ fn run_until(
     plans: Vec<Plan>,
     watermarks: WatermarkConfig,
     done: impl Fn(&[(u64, u64)]) -> bool,
-) -> (Vec<(u64, u64)>, Arc<Vec<AtomicU64>>) {
-    let workers = plans.len();
-    let emitted = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
-    let source = Arc::new(Ticks { plans, emitted: Arc::clone(&emitted) });
+) -> (Vec<(u64, u64)>, Emitted) {
+    let (seen, mut emitted) = run_sources(vec![plans], watermarks, done);
+    (seen, emitted.remove(0))
+}
+
+/// Like [`run_until`], with several sources (each with one plan per worker) counted together.
+fn run_sources(
+    sources: Vec<Vec<Plan>>,
+    watermarks: WatermarkConfig,
+    done: impl Fn(&[(u64, u64)]) -> bool,
+) -> (Vec<(u64, u64)>, Vec<Emitted>) {
+    let workers = sources[0].len();
+    let names = ["ticks", "ticks-2", "ticks-3"];
+    let sources: Vec<Ticks> = sources
+        .into_iter()
+        .zip(names)
+        .map(|(plans, name)| Ticks {
+            name,
+            plans,
+            emitted: Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect()),
+        })
+        .collect();
+    let emitted = sources.iter().map(|s| Arc::clone(&s.emitted)).collect();
+    let sources = Arc::new(sources);
     let context = JobContext::new("watermarks", Granularity::from_millis(10).expect("positive"))
         .with_watermarks(watermarks);
     let state: Arc<JobState> = Arc::clone(&context.state);
@@ -102,10 +127,12 @@ fn run_until(
     };
     let guards = timely::execute(config, move |worker| {
         let tx = tx.lock().expect("not poisoned").clone();
-        let source = Arc::clone(&source);
+        let sources = Arc::clone(&sources);
         worker.dataflow::<u64, _, _>(|scope| {
-            Flow::new(scope)
-                .source(&*source)
+            let mut flow = Flow::new(scope);
+            let streams: Vec<_> = sources.iter().map(|s| flow.source(s)).collect();
+            scope
+                .concatenate(streams)
                 .key_by(|_| ())
                 .window(Tumbling::new(Duration::from_secs(1)))
                 .aggregate(Count)
@@ -200,5 +227,26 @@ fn alignment_keeps_a_fast_worker_near_the_slowest() {
     assert!(
         fast_at <= slow_at + 500 + 300,
         "fast worker at {fast_at} ms, slow at {slow_at} ms: drift beyond 500 ms"
+    );
+}
+
+#[test]
+fn alignment_keeps_a_fast_source_near_the_slowest_source() {
+    // One worker, two sources: a join's inputs.
+    let fast = Plan { step: 10, until: 20_000, pause: Duration::ZERO };
+    let slow = Plan { step: 10, until: 20_000, pause: Duration::from_millis(1) };
+    let watermarks = WatermarkConfig {
+        max_drift: Some(HumanDuration(Duration::from_millis(500))),
+        ..WatermarkConfig::default()
+    };
+    let (seen, emitted) = run_sources(vec![vec![fast], vec![slow]], watermarks, |seen| {
+        windows_before(seen, 5_000) == 5
+    });
+    assert!(windows_before(&seen, 5_000) == 5, "{seen:?}");
+    let (fast_at, slow_at) =
+        (emitted[0][0].load(Ordering::SeqCst), emitted[1][0].load(Ordering::SeqCst));
+    assert!(
+        fast_at <= slow_at + 500 + 300,
+        "fast source at {fast_at} ms, slow source at {slow_at} ms: drift beyond 500 ms"
     );
 }

@@ -29,7 +29,10 @@ impl Timestamped for Trade {
 }
 
 /// One top-of-book quote.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Quotes are totally ordered (prices by [`f64::total_cmp`]), so they can be kept in a
+/// differential-dataflow arrangement, e.g. as the right side of an as-of join.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Quote {
     /// Instrument symbol.
     pub symbol: String,
@@ -45,6 +48,46 @@ pub struct Quote {
     pub ask_size: u32,
     /// Exchange time, milliseconds since the Unix epoch.
     pub ts: EventTime,
+}
+
+impl Quote {
+    fn cmp_key(&self) -> impl Ord + '_ {
+        let total = |x: f64| {
+            // The usual bit trick for a total order on floats, as an integer.
+            let bits = x.to_bits() as i64;
+            bits ^ (((bits >> 63) as u64) >> 1) as i64
+        };
+        (
+            self.ts,
+            &self.symbol,
+            self.venue,
+            total(self.bid),
+            total(self.ask),
+            self.bid_size,
+            self.ask_size,
+        )
+    }
+}
+
+impl PartialEq for Quote {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp_key() == other.cmp_key()
+    }
+}
+
+impl Eq for Quote {}
+
+impl PartialOrd for Quote {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// By time, symbol, venue, then prices and sizes.
+impl Ord for Quote {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp_key().cmp(&other.cmp_key())
+    }
 }
 
 impl Timestamped for Quote {

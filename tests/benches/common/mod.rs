@@ -11,8 +11,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use tributary_connectors::generator::mix;
 use tributary_runtime::{
-    Emitter, EventTime, Events, Flow, Granularity, JobContext, Poll, Result, Source, SourceContext,
-    SourceReader, Time, Timestamped,
+    Emitter, EventTime, Events, Flow, Granularity, HumanDuration, JobContext, Poll, Result, Source,
+    SourceContext, SourceReader, Time, Timestamped, WatermarkConfig,
 };
 
 /// The benchmark's record: a key and an event time.
@@ -114,28 +114,39 @@ pub fn run<F>(input: &Input, workers: usize, build: F) -> (Duration, u64)
 where
     F: for<'a> Fn(Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
 {
-    run_with(vec![input.clone()], workers, move |mut streams| build(streams.remove(0)))
+    run_with(vec![input.clone()], workers, None, move |mut streams| build(streams.remove(0)))
 }
 
-/// Runs `build` over two inputs (a left and a right stream).
+/// Runs `build` over two inputs (a left and a right stream), their watermarks aligned within
+/// ten seconds of event time (`max_drift`): the generators run unpaced, and without alignment
+/// one input can run minutes of event time ahead of the other, which a join must buffer.
+/// (Alignment reports travel every 20 ms, so a tighter bound would cap the rate instead.)
 pub fn run2<F>(left: &Input, right: &Input, workers: usize, build: F) -> (Duration, u64)
 where
     F: for<'a> Fn(Events<'a, Ev>, Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
 {
-    run_with(vec![left.clone(), right.clone()], workers, move |mut streams| {
+    let drift = Some(Duration::from_secs(10));
+    run_with(vec![left.clone(), right.clone()], workers, drift, move |mut streams| {
         let right = streams.remove(1);
         build(streams.remove(0), right)
     })
 }
 
-fn run_with<F>(inputs: Vec<Input>, workers: usize, build: F) -> (Duration, u64)
+fn run_with<F>(
+    inputs: Vec<Input>,
+    workers: usize,
+    max_drift: Option<Duration>,
+    build: F,
+) -> (Duration, u64)
 where
     F: for<'a> Fn(Vec<Events<'a, Ev>>) -> Events<'a, u64> + Send + Sync + 'static,
 {
     let inputs = Arc::new(inputs);
     let results = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&results);
-    let context = JobContext::new("bench", Granularity::DEFAULT);
+    let watermarks =
+        WatermarkConfig { max_drift: max_drift.map(HumanDuration), ..WatermarkConfig::default() };
+    let context = JobContext::new("bench", Granularity::DEFAULT).with_watermarks(watermarks);
     let mut worker = timely::WorkerConfig::default();
     context.install(&mut worker);
     let communication = if workers == 1 {
