@@ -266,3 +266,92 @@ fn start_positions_latest_and_committed() {
     tansu.produce("readings", (100..130).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
     assert_eq!(counted_from(&tansu, "\"committed\"", "second-run"), 30);
 }
+
+/// A reading of the table-join test.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DeviceReading {
+    device: String,
+    ts: u64,
+}
+
+impl tributary_runtime::Timestamped for DeviceReading {
+    fn event_time(&self) -> u64 {
+        self.ts
+    }
+}
+
+#[test]
+fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
+    use std::sync::{mpsc, Mutex};
+    use timely::dataflow::operators::capture::Capture;
+    use timely::dataflow::operators::vec::Map;
+    use tributary_connectors::kafka::{ChangelogDecoder, ChangelogRecord};
+    use tributary_connectors::{Format, KafkaSource, KafkaSourceConfig};
+    use tributary_operators::{Change, KeyBy, Keyed};
+
+    let tansu = Tansu::durable();
+    tansu.create_topic("registry", 2);
+    tansu.create_topic("device-readings", 2);
+    let json = |s: &str| Some(s.as_bytes().to_vec());
+    let key = |s: &str| Some(s.as_bytes().to_vec());
+    // dev-1 is at site a from 1 s and at b from 5 s; dev-2 is at c from 1 s until a
+    // tombstone at 4 s; dev-3 is never registered.
+    tansu.produce_records(
+        "registry",
+        [
+            (key("dev-1"), json(r#""a""#), Some(1_000)),
+            (key("dev-2"), json(r#""c""#), Some(1_000)),
+            (key("dev-2"), None, Some(4_000)),
+            (key("dev-1"), json(r#""b""#), Some(5_000)),
+        ],
+    );
+    let reading = |device: &str, ts: u64| {
+        (key(device), format!(r#"{{"device":"{device}","ts":{ts}}}"#).into_bytes())
+    };
+    tansu.produce(
+        "device-readings",
+        [
+            reading("dev-1", 2_000),
+            reading("dev-2", 2_000),
+            reading("dev-3", 3_000),
+            reading("dev-2", 4_500),
+            reading("dev-1", 6_000),
+        ],
+    );
+
+    let mut registry = KafkaSourceConfig::new(tansu.address.clone(), &["registry"]);
+    registry.bounded = true;
+    let registry: KafkaSource<ChangelogRecord<String>> =
+        KafkaSource::with_decoder("registry", &registry, ChangelogDecoder(Format::Json))
+            .expect("the registry topic exists");
+    let mut readings = KafkaSourceConfig::new(tansu.address.clone(), &["device-readings"]);
+    readings.bounded = true;
+    let readings: KafkaSource<DeviceReading> =
+        KafkaSource::new("readings", &readings).expect("the readings topic exists");
+
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    support::oracle::execute(100, 2, move |flow| {
+        let changes = flow.source(&registry).map(|c| (c.key, Change { value: c.value, ts: c.ts }));
+        let table = Keyed::new(changes).into_table("registry");
+        flow.source(&readings)
+            .key_by(|r: &DeviceReading| r.device.clone())
+            .join_table(&table)
+            .join()
+            .map(|e| (e.key, e.left.ts, e.right))
+            .capture_into(tx.lock().expect("not poisoned").clone());
+    });
+    let mut rows = support::oracle::messages(rx);
+    rows.sort();
+    let row = |d: &str, ts, site: Option<&str>| (d.to_string(), ts, site.map(str::to_string));
+    assert_eq!(
+        rows,
+        vec![
+            row("dev-1", 2_000, Some("a")),
+            row("dev-1", 6_000, Some("b")),
+            row("dev-2", 2_000, Some("c")),
+            row("dev-2", 4_500, None),
+            row("dev-3", 3_000, None),
+        ]
+    );
+}

@@ -8,5 +8,6 @@ mod source;
 pub use config::{KafkaSinkConfig, KafkaSourceConfig, KeyMode, StartAt};
 pub use sink::{Deliveries, KafkaSink, KafkaWriter, KeyFn};
 pub use source::{
-    Decode, KafkaReader, KafkaRecord, KafkaSource, RawDecoder, RawRecord, SerdeDecoder,
+    ChangelogDecoder, ChangelogRecord, Decode, KafkaReader, KafkaRecord, KafkaSource, RawDecoder,
+    RawRecord, SerdeDecoder,
 };

@@ -78,6 +78,44 @@ impl<D: DeserializeOwned> Decode<D> for SerdeDecoder {
     }
 }
 
+/// One record of a changelog topic (a compacted topic): the key and its new value, or `None`
+/// for a tombstone (a record without a value), which deletes the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangelogRecord<D> {
+    /// The record key, as UTF-8.
+    pub key: String,
+    /// The decoded value; `None` for a tombstone.
+    pub value: Option<D>,
+    /// The Kafka timestamp, milliseconds since the epoch: when the change takes effect.
+    pub ts: EventTime,
+}
+
+impl<D> Timestamped for ChangelogRecord<D> {
+    fn event_time(&self) -> EventTime {
+        self.ts
+    }
+}
+
+/// Decodes a changelog topic into [`ChangelogRecord`]s: the key as UTF-8, the value in the
+/// given format, a record without a value as a deletion, the Kafka timestamp as event time.
+/// A record without a key, with a key that is not UTF-8, without a timestamp or with a value
+/// that does not decode is an error (a dead letter).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangelogDecoder(pub Format);
+
+impl<D: DeserializeOwned> Decode<ChangelogRecord<D>> for ChangelogDecoder {
+    fn decode(&self, record: RawRecord<'_>) -> std::result::Result<ChangelogRecord<D>, String> {
+        let key = record.key.ok_or("a changelog record needs a key")?;
+        let key = std::str::from_utf8(key).map_err(|e| format!("key is not UTF-8: {e}"))?;
+        let ts = record.timestamp.ok_or("a changelog record needs a Kafka timestamp")?;
+        let value = match record.payload {
+            None | Some([]) => None,
+            Some(_) => Some(SerdeDecoder(self.0).decode(record)?),
+        };
+        Ok(ChangelogRecord { key: key.to_owned(), value, ts })
+    }
+}
+
 /// A Kafka record kept as bytes, with the Kafka timestamp as its event time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KafkaRecord {
@@ -569,5 +607,27 @@ mod tests {
         let csv = SerdeDecoder(Format::Csv);
         assert!(Decode::<R>::decode(&csv, raw(b"7")).is_ok());
         assert!(Decode::<R>::decode(&csv, raw(b"x")).is_err());
+    }
+
+    #[test]
+    fn changelog_decoder_keeps_tombstones_and_rejects_what_is_not_a_change() {
+        let raw = |key: Option<&'static [u8]>, payload: Option<&'static [u8]>, ts| RawRecord {
+            key,
+            payload,
+            timestamp: ts,
+            topic: "registry",
+            partition: 0,
+            offset: 0,
+        };
+        let d = ChangelogDecoder(Format::Json);
+        let decode = |r| Decode::<ChangelogRecord<u32>>::decode(&d, r);
+        let upsert = decode(raw(Some(b"dev-1"), Some(b"7"), Some(5))).expect("an upsert");
+        assert_eq!(upsert, ChangelogRecord { key: "dev-1".into(), value: Some(7), ts: 5 });
+        let tombstone = decode(raw(Some(b"dev-1"), None, Some(6))).expect("a tombstone");
+        assert_eq!(tombstone, ChangelogRecord { key: "dev-1".into(), value: None, ts: 6 });
+        assert!(decode(raw(None, Some(b"7"), Some(5))).unwrap_err().contains("needs a key"));
+        assert!(decode(raw(Some(b"\xff"), Some(b"7"), Some(5))).unwrap_err().contains("UTF-8"));
+        assert!(decode(raw(Some(b"k"), Some(b"7"), None)).unwrap_err().contains("timestamp"));
+        assert!(decode(raw(Some(b"k"), Some(b"x"), Some(5))).unwrap_err().contains("expected"));
     }
 }

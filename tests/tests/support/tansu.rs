@@ -137,6 +137,15 @@ impl Tansu {
     where
         I: IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>,
     {
+        self.produce_records(topic, records.into_iter().map(|(k, v)| (k, Some(v), None)));
+    }
+
+    /// Produces `(key, value, timestamp)` records: a `None` value is a tombstone, a `None`
+    /// timestamp is the producer's clock.
+    pub fn produce_records<I>(&self, topic: &str, records: I)
+    where
+        I: IntoIterator<Item = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)>,
+    {
         let producer: BaseProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", &self.address)
             .set(
@@ -147,10 +156,16 @@ impl Tansu {
             .set("message.max.bytes", "2000000")
             .create_with_context(Deliveries::default())
             .expect("producer");
-        for (key, value) in records {
-            let mut record = BaseRecord::to(topic).payload(&value);
+        for (key, value, timestamp) in records {
+            let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic);
+            if let Some(v) = &value {
+                record = record.payload(v);
+            }
             if let Some(k) = &key {
                 record = record.key(k);
+            }
+            if let Some(ts) = timestamp {
+                record = record.timestamp(ts);
             }
             let mut record = Some(record);
             while let Some(r) = record.take() {
