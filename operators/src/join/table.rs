@@ -8,12 +8,14 @@
 //! version of every key, and a lookup at time `t` accumulates the updates at times `<= t`: the
 //! table *as it was at `t`*.
 //!
-//! The lookup operator holds a stream record until the table's frontier has passed the
-//! record's event time (every change up to then has arrived), then reads the arrangement
-//! with a cursor, in key order. It compacts the arrangement to its stream input's frontier
-//! minus the allowed lateness: versions older than any accepted record can ask for are merged
-//! away, so the arrangement keeps one value per live key plus the recent versions, and memory
-//! stays flat on an endless changelog of a fixed key set.
+//! Versions are stored newest first (`(Reverse(time), value)`), so a lookup seeks in each
+//! batch straight to the first version at or before its time. The lookup operator holds a
+//! stream record until the table's frontier has passed the record's event time (every change
+//! up to then has arrived), then reads the arrangement in key order. It compacts the
+//! arrangement to the smallest time a held or future accepted record can ask for (its stream
+//! input's frontier minus the allowed lateness): older versions are merged away, so the
+//! arrangement keeps one value per live key plus the recent versions, and memory stays flat on
+//! an endless changelog of a fixed key set.
 //!
 //! With [`TableJoin::latest`], records are joined at once with the table as it is now
 //! (processing-time lookup, like Flink's lookup join) and nothing is held back.
