@@ -149,16 +149,10 @@ fn the_job_rides_out_a_broker_restart() {
         .expect("the job starts");
 
     // Once the job has committed some offsets but not all, kill the broker and restart it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = tansu.committed("tributary", "readings", 2).unwrap_or(0);
-        if done > 0 {
-            assert!(done < RECORDS as i64, "the job finished before the broker could be killed");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the job made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let done = support::wait_for("the job to commit offsets", Duration::from_secs(120), || {
+        Some(tansu.committed("tributary", "readings", 2).unwrap_or(0)).filter(|&n| n > 0)
+    });
+    assert!(done < RECORDS as i64, "the job finished before the broker could be killed");
     tansu.restart();
 
     let out = job.wait_with_output().expect("the job ends");

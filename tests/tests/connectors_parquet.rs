@@ -5,10 +5,10 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{job_command, naive_iot_stats, run_job, IOT_SMALL};
+use support::{job_command, naive_iot_stats, run_job, wait_for, IOT_SMALL};
 
 /// Reads `dir` with pyarrow and DuckDB, running `sql` on the table `t`.
 fn read_parquet(dir: &Path, sql: Option<&str>) -> Value {
@@ -120,15 +120,13 @@ fn a_job_killed_mid_write_leaves_no_partial_visible_file() {
         .spawn()
         .expect("start the job");
     // Progress, not time: wait until several files have been published.
-    let deadline = Instant::now() + Duration::from_secs(60);
     let published = |dir: &Path| {
         walk(dir).iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count()
     };
-    while published(&out_dir) < 6 {
-        assert!(Instant::now() < deadline, "no files published within 60 s");
+    wait_for("six published files", Duration::from_secs(60), || {
         assert!(child.try_wait().expect("poll the job").is_none(), "the job ended early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        (published(&out_dir) >= 6).then_some(())
+    });
     child.kill().expect("SIGKILL the job");
     child.wait().expect("reap the job");
 

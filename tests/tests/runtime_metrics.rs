@@ -5,9 +5,9 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{free_addresses, job_command, run_job};
+use support::{free_addresses, job_command, run_job, wait_for};
 
 /// `GET path` on `address`; `None` while nothing listens there.
 fn get(address: &str, path: &str) -> Option<(u16, String)> {
@@ -59,16 +59,11 @@ fn metrics_are_served_while_the_job_runs_and_match_its_output() {
         .expect("start the job");
 
     // Progress, not time: scrape until the counters have moved, within a deadline.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mid_run = loop {
-        assert!(Instant::now() < deadline, "no moving metrics within 30 s");
-        if let Some((200, body)) = get(&address, "/metrics") {
-            if total(&body, "tributary_source_records_total") > 0 {
-                break body;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mid_run =
+        wait_for("moving metrics", Duration::from_secs(30), || match get(&address, "/metrics") {
+            Some((200, body)) if total(&body, "tributary_source_records_total") > 0 => Some(body),
+            _ => None,
+        });
     assert_eq!(get(&address, "/health"), Some((200, "ok\n".to_owned())));
     assert_eq!(get(&address, "/nothing").map(|(s, _)| s), Some(404));
     let read = total(&mid_run, "tributary_source_records_total");

@@ -27,6 +27,26 @@ pub fn job_command(job: &str, args: &[&str]) -> Command {
     command
 }
 
+/// Waits for another process to make progress: calls `check` until it returns `Some`, and
+/// panics naming `what` if that takes longer than `timeout`. Tests use it only to watch a
+/// child process (a job or the broker) whose progress they cannot be told of; in-process
+/// dataflows are driven by their frontiers instead.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited {timeout:?} for {what}");
+        // The poll interval: the other process publishes nothing to wait on.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Runs a job to completion and returns its output.
 pub fn run_job(job: &str, args: &[&str]) -> Output {
     job_command(job, args).stdin(Stdio::null()).output().expect("the test-job binary runs")

@@ -98,11 +98,12 @@ impl Tansu {
                 panic!("cannot start tansu ({e}); install it with scripts/test.sh or set $TANSU")
             });
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&self.address).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.address);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listening = || TcpStream::connect(&self.address).ok();
+        super::wait_for(
+            &format!("tansu to listen on {}", self.address),
+            Duration::from_secs(30),
+            listening,
+        );
     }
 
     /// Kills the broker (SIGKILL).
