@@ -107,22 +107,40 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
     }
 }
 
+/// Calls the same method on whichever writer an [`AnyWriter`] holds.
+macro_rules! each {
+    ($writer:expr, $w:ident => $call:expr) => {
+        match $writer {
+            AnyWriter::Stdout($w) => $call,
+            AnyWriter::File($w) => $call,
+            AnyWriter::Parquet($w) => $call,
+            AnyWriter::Kafka($w) => $call,
+        }
+    };
+}
+
 impl<D: Serialize + 'static> SinkWriter<D> for AnyWriter<D> {
     fn write(&mut self, records: &mut Vec<D>) -> Result<()> {
-        match self {
-            AnyWriter::Stdout(w) => w.write(records),
-            AnyWriter::File(w) => w.write(records),
-            AnyWriter::Parquet(w) => w.write(records),
-            AnyWriter::Kafka(w) => w.write(records),
-        }
+        each!(self, w => w.write(records))
     }
 
     fn progress(&mut self, frontier: Option<Time>) -> Result<()> {
-        match self {
-            AnyWriter::Stdout(w) => w.progress(frontier),
-            AnyWriter::File(w) => w.progress(frontier),
-            AnyWriter::Parquet(w) => w.progress(frontier),
-            AnyWriter::Kafka(w) => w.progress(frontier),
-        }
+        each!(self, w => w.progress(frontier))
+    }
+
+    fn prepare(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+        each!(self, w => w.prepare(checkpoint))
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        each!(self, w => w.commit(checkpoint))
+    }
+
+    fn restore(&mut self, prepared: Vec<Vec<u8>>) -> Result<()> {
+        each!(self, w => w.restore(prepared))
+    }
+
+    fn discard(&mut self) {
+        each!(self, w => w.discard())
     }
 }

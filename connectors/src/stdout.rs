@@ -55,4 +55,15 @@ impl<D: Serialize + 'static> SinkWriter<D> for StdoutWriter<D> {
     fn progress(&mut self, _frontier: Option<Time>) -> Result<()> {
         std::io::stdout().lock().flush().map_err(failed)
     }
+
+    /// At least once: standard output cannot take lines back, so lines after the cut are
+    /// printed again after a restore.
+    fn prepare(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        std::io::stdout().lock().flush().map_err(failed)?;
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _prepared: Vec<Vec<u8>>) -> Result<()> {
+        Ok(())
+    }
 }

@@ -79,6 +79,7 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
     pub fn aggregate<A: Aggregator<V>>(self, agg: A) -> Events<'scope, KeyedUpdate<K, A::Out>> {
         let (partials, _never_late) = combine(self.into_stream(), "global", Global, 0, agg.clone());
         let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
+        tributary_runtime::checkpoint::unsupported(&partials.scope(), "keyed-aggregate");
         partials.unary_frontier(exchange, "keyed-aggregate", move |_cap, _info| {
             let mut state: FxHashMap<K, (A::Acc, u32)> = FxHashMap::default();
             // Partials wait here until the frontier passes their time, so that the update

@@ -14,6 +14,7 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::CheckpointConfig;
 use crate::error::ConfigError;
 use crate::time::{Granularity, HumanDuration};
 
@@ -94,6 +95,8 @@ pub struct RuntimeConfig {
     /// Where this process serves Prometheus metrics (`/metrics`) and `/health`: a port
     /// (bound on 127.0.0.1) or `host:port`. Absent: no endpoint.
     pub metrics_addr: Option<String>,
+    /// Periodic checkpoints and recovery (`[runtime.checkpoint]`); off without a `dir`.
+    pub checkpoint: CheckpointConfig,
 }
 
 /// The `[runtime.watermarks]` table: idleness and alignment of every source.
@@ -125,6 +128,7 @@ impl Default for RuntimeConfig {
             connect_timeout: HumanDuration(std::time::Duration::from_secs(60)),
             watermarks: WatermarkConfig::default(),
             metrics_addr: None,
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl RuntimeConfig {
             crate::serve::parse_address(address)
                 .map_err(|e| ConfigError::new("runtime.metrics_addr", e))?;
         }
+        self.checkpoint.validate()?;
         if self.processes == 1 {
             return Ok(Vec::new());
         }

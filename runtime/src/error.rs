@@ -45,6 +45,10 @@ pub enum Error {
     #[error("cannot start the workers: {0}")]
     Startup(String),
 
+    /// Writing or reading a checkpoint failed, or a checkpoint cannot be restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+
     /// A worker thread panicked. This is a bug in Tributary or in the job's code.
     #[error("worker {worker} panicked: {message} (this is a bug, please report it)")]
     WorkerPanic {
@@ -78,6 +82,11 @@ impl ConfigError {
         }
         self
     }
+}
+
+/// Adds the path to an I/O error's message, keeping its kind.
+pub fn io_error_at(path: &std::path::Path, error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("`{}`: {error}", path.display()))
 }
 
 /// The runtime's result type.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::checkpoint::Checkpoints;
 use crate::config::WatermarkConfig;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
@@ -83,6 +84,8 @@ pub struct JobContext {
     pub granularity: Granularity,
     /// Idleness and alignment of sources.
     pub watermarks: WatermarkConfig,
+    /// The process's checkpoints; `None` when the job takes none.
+    pub checkpoints: Option<Arc<Checkpoints>>,
 }
 
 impl JobContext {
@@ -96,12 +99,19 @@ impl JobContext {
             state: Arc::default(),
             granularity,
             watermarks: WatermarkConfig::default(),
+            checkpoints: None,
         }
     }
 
     /// Sets the idleness and alignment of sources.
     pub fn with_watermarks(mut self, watermarks: WatermarkConfig) -> Self {
         self.watermarks = watermarks;
+        self
+    }
+
+    /// Takes checkpoints and restores from them.
+    pub fn with_checkpoints(mut self, checkpoints: Arc<Checkpoints>) -> Self {
+        self.checkpoints = Some(checkpoints);
         self
     }
 
@@ -133,6 +143,8 @@ pub struct Flow<'scope> {
     /// What this worker's source drivers know of every source worker's watermark, for
     /// watermark alignment across all the job's sources.
     pub(crate) watermarks: crate::source::Boards,
+    /// Streams whose frontiers are the sources' watermarks, for the checkpoint agent.
+    pub(crate) source_progress: Vec<Events<'scope, crate::source::Status>>,
 }
 
 impl<'scope> Flow<'scope> {
@@ -143,7 +155,14 @@ impl<'scope> Flow<'scope> {
             context: job_context(&scope),
             dead_letters: None,
             watermarks: Default::default(),
+            source_progress: Vec::new(),
         }
+    }
+
+    /// Completes the graph with what the runtime adds to every job (the checkpoint agent).
+    /// The runtime calls it after the job's building code.
+    pub fn finish(self) {
+        crate::checkpoint::agent::build_agent(self.scope, &self.context, self.source_progress);
     }
 
     /// The timely scope, for timely and differential operators.

@@ -122,8 +122,20 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         let build = plan(&config)?;
 
         let runtime = &config.runtime;
-        let context =
+        let mut context =
             JobContext::new(&self.name, runtime.granularity).with_watermarks(runtime.watermarks);
+        if let Some(dir) = &runtime.checkpoint.dir {
+            let store = Arc::new(crate::checkpoint::LocalDir::new(dir));
+            let first_worker = runtime.process_id * runtime.workers;
+            let checkpoints = crate::checkpoint::Checkpoints::open(
+                &runtime.checkpoint,
+                &self.name,
+                store,
+                first_worker,
+                runtime.workers,
+            )?;
+            context = context.with_checkpoints(Arc::new(checkpoints));
+        }
         let mut worker_config = timely::WorkerConfig::default();
         context.install(&mut worker_config);
         on_start(&context.state);
@@ -140,6 +152,7 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
                 worker.dataflow::<Time, _, _>(|scope| {
                     let mut flow = Flow::new(scope);
                     build(&mut flow);
+                    flow.finish();
                 });
                 // Step here rather than in timely's own loop so the span covers the whole run.
                 while worker.has_dataflows() {

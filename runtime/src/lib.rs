@@ -4,6 +4,7 @@
 //! Nothing here knows about Kafka or Parquet: connectors implement [`Source`] and [`Sink`],
 //! operators extend timely streams, and job binaries tie them together with [`Job`].
 
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod dead_letter;
@@ -17,6 +18,7 @@ pub mod sink;
 pub mod source;
 pub mod time;
 
+pub use checkpoint::{CheckpointConfig, Checkpointer};
 pub use config::{Config, LogFormat, RunArgs, RuntimeConfig, WatermarkConfig};
 pub use dead_letter::DeadLetter;
 pub use error::{ConfigError, Error, Result};

@@ -28,5 +28,13 @@ pub const SINK_FILES: &str = "tributary_sink_files_total";
 pub const SINK_BYTES: &str = "tributary_sink_bytes_total";
 /// Counter: late records an operator accepted as updates.
 pub const LATE_UPDATES: &str = "tributary_operator_late_updates_total";
+/// Counter: complete checkpoints.
+pub const CHECKPOINTS: &str = "tributary_checkpoints_total";
+/// Counter: checkpoints that failed (a part or the manifest could not be written).
+pub const CHECKPOINT_FAILURES: &str = "tributary_checkpoint_failures_total";
+/// Histogram: seconds from a checkpoint's start to its manifest.
+pub const CHECKPOINT_SECONDS: &str = "tributary_checkpoint_duration_seconds";
+/// Gauge: bytes of the latest complete checkpoint.
+pub const CHECKPOINT_BYTES: &str = "tributary_checkpoint_size_bytes";
 /// Counter: records too late for any window, sent to the late output.
 pub const LATE_DROPPED: &str = "tributary_operator_late_records_total";

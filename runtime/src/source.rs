@@ -19,6 +19,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
 
+use crate::checkpoint::Checkpointer;
 use crate::config::WatermarkConfig;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
@@ -35,6 +36,9 @@ pub struct SourceContext {
     pub worker_index: usize,
     /// The number of workers in the job.
     pub workers: usize,
+    /// Whether the job takes checkpoints: positions are then durable only through
+    /// [`SourceReader::committed`].
+    pub checkpointed: bool,
 }
 
 /// A source of records, resolved before the workers start.
@@ -70,6 +74,55 @@ pub trait SourceReader: 'static {
 
     /// Emits up to [`Emitter::room`] records and advances the watermark.
     fn poll(&mut self, out: &mut Emitter<'_, Self::Item>) -> Result<Poll>;
+
+    /// Where the reader stands, for a checkpoint; called when the source's watermark passes
+    /// a checkpoint's cut (and when it finishes). The position must let [`restore`]
+    /// re-read exactly the records at or after the cut: the reader's current position, and,
+    /// per split, the earliest position of a record for which [`Emitter::emit`] returned
+    /// `true` since the last call (those are re-read, keeping only records that
+    /// [`Cut::includes`]). Encode with [`crate::checkpoint::encode`].
+    ///
+    /// `checkpoint` is the number of the checkpoint the position is for (see
+    /// [`committed`](SourceReader::committed)).
+    ///
+    /// [`restore`]: SourceReader::restore
+    fn checkpoint(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+        let _ = checkpoint;
+        Err(Error::Checkpoint("this source does not support checkpoints".to_owned()))
+    }
+
+    /// Checkpoint `checkpoint` is complete: its positions are durable (a Kafka reader
+    /// commits them to its consumer group).
+    fn committed(&mut self, checkpoint: u64) {
+        let _ = checkpoint;
+    }
+
+    /// Continues from the positions of every reader of the source in the checkpoint the job
+    /// restarts from (all old workers' when the job was rescaled: take the splits this
+    /// reader owns). Called before the first poll.
+    fn restore(&mut self, cut: Cut, positions: Vec<Vec<u8>>) -> Result<()> {
+        let _ = (cut, positions);
+        Err(Error::Checkpoint("this source does not support checkpoints".to_owned()))
+    }
+}
+
+/// The cut of the checkpoint a source restarts from, for deciding which re-read records to
+/// keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Records at timely times from here on were not part of the checkpoint.
+    pub time: Time,
+    /// The job's granularity, which turns event times into timely times.
+    pub granularity: Granularity,
+}
+
+impl Cut {
+    /// Whether a record read before the cut, with this event time, was not part of the
+    /// checkpoint (and must be emitted again).
+    #[inline]
+    pub fn includes(&self, event_time: EventTime) -> bool {
+        self.granularity.quantize(event_time) >= self.time
+    }
 }
 
 /// Records waiting to be sent, grouped by timely timestamp.
@@ -118,16 +171,22 @@ pub struct Emitter<'a, D> {
     watermark: Option<EventTime>,
     room: usize,
     emitted: usize,
+    /// The cut of a pending checkpoint.
+    cut: Time,
 }
 
 impl<D> Emitter<'_, D> {
     /// Emits a record with its event time. A record below the current watermark is late: it
     /// is sent at the watermark and keeps its event time inside.
+    ///
+    /// Returns whether the record falls at or after the cut of a pending checkpoint, which a
+    /// reader that takes part in checkpoints must note (see [`SourceReader::checkpoint`]).
     #[inline]
-    pub fn emit(&mut self, event_time: EventTime, item: D) {
+    pub fn emit(&mut self, event_time: EventTime, item: D) -> bool {
         let time = self.granularity.quantize(event_time).max(self.floor);
         self.buckets.push(time, item);
         self.emitted += 1;
+        time >= self.cut
     }
 
     /// Sends a record that could not be read to the dead-letter output.
@@ -181,6 +240,7 @@ impl<'scope> Flow<'scope> {
             name: name.clone(),
             worker_index: scope.index(),
             workers: scope.peers(),
+            checkpointed: job_context(&scope).checkpoints.is_some(),
         };
         let reader = source.reader(&ctx);
         let state = Arc::clone(self.state());
@@ -196,16 +256,22 @@ impl<'scope> Flow<'scope> {
         let (ok_output, ok_stream) = builder.new_output_connection([]);
         let (err_output, err_stream) = builder.new_output_connection([]);
         let (status_output, status_stream) = builder.new_output_connection([]);
-        status_stream.broadcast().connect_loop(status_handle);
+        let statuses = status_stream.broadcast();
+        statuses.clone().connect_loop(status_handle);
+        self.source_progress.push(statuses);
         let activator = scope.activator_for(Rc::clone(&info.address));
+        let checkpointer = Checkpointer::register(&scope, &format!("source:{name}"), &info.address);
 
         builder.build(move |mut capabilities| {
             let status_cap = capabilities.pop().expect("three outputs, three capabilities");
             let err_cap = capabilities.pop().expect("three outputs, three capabilities");
             let ok_cap = capabilities.pop().expect("three outputs, three capabilities");
             let caps = Caps { ok: ok_cap, err: err_cap, status: status_cap };
-            let mut driver = match reader {
-                Ok(reader) => Some(Driver::new(ctx, reader, caps, granularity, watermarks)),
+            let driver = reader.and_then(|reader| {
+                Driver::new(ctx, reader, caps, granularity, watermarks, checkpointer)
+            });
+            let mut driver = match driver {
+                Ok(driver) => Some(driver),
                 Err(error) => {
                     state.fail(error);
                     None
@@ -231,12 +297,16 @@ impl<'scope> Flow<'scope> {
                     tracing::info!(source = %d.ctx.name, worker = d.ctx.worker_index,
                         records = d.records, "source stopped on request");
                     Ok(Poll::Done)
+                } else if d.is_paused() {
+                    Ok(Poll::Pending(PAUSE_WAIT))
                 } else {
                     let others =
                         active_minimum(&boards.borrow(), mine, d.ctx.worker_index, d.ctx.workers);
                     d.activate(others, &mut ok_output, &mut err_output)
                 };
                 state.count_in(d.records - before);
+                let outcome =
+                    outcome.and_then(|poll| d.checkpoint(poll == Poll::Done).map(|()| poll));
                 match outcome {
                     Ok(Poll::Done) => {
                         if !state.stop_requested() {
@@ -268,7 +338,7 @@ impl<'scope> Flow<'scope> {
 
 /// One source worker's report to its peers: `(worker, watermark, idle)`; a finished worker
 /// reports `Time::MAX`.
-type Status = (u32, Time, bool);
+pub(crate) type Status = (u32, Time, bool);
 
 /// The latest report of every worker of one source.
 #[derive(Default)]
@@ -336,6 +406,8 @@ impl Caps {
 const REPORT_EVERY: Duration = Duration::from_millis(20);
 /// How long a source worker paused by watermark alignment waits before it looks again.
 const ALIGNMENT_WAIT: Duration = Duration::from_millis(10);
+/// How long a source worker paused for a checkpoint waits before it looks again.
+const PAUSE_WAIT: Duration = Duration::from_millis(1);
 
 /// The per-worker state of a running source.
 struct Driver<R: SourceReader> {
@@ -358,6 +430,11 @@ struct Driver<R: SourceReader> {
     idle: bool,
     /// What this worker last reported, and when.
     reported: Option<(Time, bool, Instant)>,
+    checkpointer: Option<Checkpointer>,
+    /// The latest time a record was sent at.
+    sent_high: Time,
+    /// The latest complete checkpoint the reader was told of.
+    committed: u64,
 }
 
 impl<R: SourceReader> Driver<R>
@@ -370,9 +447,10 @@ where
         caps: Caps,
         granularity: Granularity,
         watermarks: WatermarkConfig,
-    ) -> Self {
+        checkpointer: Option<Checkpointer>,
+    ) -> Result<Self> {
         let labels = [(m::SOURCE, ctx.name.clone()), (m::WORKER, ctx.worker_index.to_string())];
-        Driver {
+        let mut driver = Driver {
             records_counter: metrics::counter!(m::SOURCE_RECORDS, &labels),
             dead_counter: metrics::counter!(m::DEAD_LETTERS, &labels),
             watermark_lag: metrics::gauge!(m::WATERMARK_LAG, &labels),
@@ -389,7 +467,59 @@ where
             all_idle_since: None,
             idle: false,
             reported: None,
+            checkpointer,
+            sent_high: 0,
+            committed: 0,
+        };
+        driver.restore()?;
+        Ok(driver)
+    }
+
+    /// Continues from the checkpoint the job restarts from: the reader from its positions,
+    /// the watermark from the cut.
+    fn restore(&mut self) -> Result<()> {
+        let Some(checkpointer) = &self.checkpointer else { return Ok(()) };
+        let Some(restore) = checkpointer.restore::<Vec<u8>>()? else { return Ok(()) };
+        let cut = Cut { time: restore.cut, granularity: self.granularity };
+        self.reader
+            .restore(cut, restore.states)
+            .map_err(|e| source_error(&self.ctx, format!("cannot restore: {e}")))?;
+        self.caps.advance(restore.cut);
+        tracing::info!(source = %self.ctx.name, worker = self.ctx.worker_index, cut = restore.cut,
+            "source restored");
+        Ok(())
+    }
+
+    /// Whether a checkpoint holds this worker's sources still.
+    fn is_paused(&self) -> bool {
+        self.checkpointer.as_ref().is_some_and(|c| c.is_paused())
+    }
+
+    /// Tells the checkpoints how far this worker has gone, and saves the reader's position
+    /// once the watermark passes a pending cut (or the reader is done).
+    fn checkpoint(&mut self, done: bool) -> Result<()> {
+        let Some(checkpointer) = self.checkpointer.as_mut() else { return Ok(()) };
+        checkpointer.raise_high(self.sent_high.max(*self.caps.ok.time()));
+        let committed = checkpointer.committed();
+        if committed > self.committed {
+            self.committed = committed;
+            self.reader.committed(committed);
         }
+        let saving = checkpointer.pending().is_some_and(|cut| done || *self.caps.ok.time() >= cut);
+        let ctx = &self.ctx;
+        let position = |reader: &mut R, id| {
+            reader.checkpoint(id).map_err(|e| source_error(ctx, format!("checkpoint: {e}")))
+        };
+        if saving {
+            let position = position(&mut self.reader, checkpointer.next_id())?;
+            checkpointer.save(&position)?;
+        }
+        if done {
+            // Nothing left to re-read: this position holds for every later checkpoint.
+            let position = position(&mut self.reader, checkpointer.next_id())?;
+            checkpointer.finish(&position)?;
+        }
+        Ok(())
     }
 
     /// One activation: unless alignment pauses this worker, polls the reader and sends what
@@ -464,6 +594,7 @@ where
         let mut status = Poll::Ready;
         let mut watermark = None;
         let mut emitted = 0;
+        let cut = self.checkpointer.as_ref().and_then(|c| c.pending()).unwrap_or(Time::MAX);
         for _ in 0..POLLS_PER_ACTIVATION {
             let mut out = Emitter {
                 floor: *self.caps.ok.time(),
@@ -473,6 +604,7 @@ where
                 watermark: None,
                 room: BATCH - emitted,
                 emitted: 0,
+                cut,
             };
             status = self.reader.poll(&mut out)?;
             emitted += out.emitted;
@@ -497,6 +629,7 @@ where
     ) {
         let mut ok = ok.activate();
         for (time, mut batch) in self.buckets.buckets.drain(..) {
+            self.sent_high = self.sent_high.max(time);
             self.records += batch.len() as u64;
             self.records_counter.increment(batch.len() as u64);
             if time == *self.caps.ok.time() {

@@ -4,32 +4,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{job_command, naive_iot_stats, run_job, wait_for, IOT_SMALL};
-
-/// Reads `dir` with pyarrow and DuckDB, running `sql` on the table `t`.
-fn read_parquet(dir: &Path, sql: Option<&str>) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_parquet.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .args(sql)
-        .output()
-        .expect("python3 runs (scripts/test.sh installs duckdb and pyarrow)");
-    assert!(out.status.success(), "the readers fail: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
-}
-
-fn parquet_output(dir: &Path, extra: &str) -> String {
-    format!(
-        "job.output={{ kind = \"parquet\", path = \"{}\", timestamp_columns = [\"window_start\", \
-         \"window_end\"], {extra} }}",
-        dir.display()
-    )
-}
+use support::{
+    job_command, naive_iot_stats, parquet_output, read_parquet, run_job, wait_for, IOT_SMALL,
+};
 
 #[test]
 fn windowed_job_writes_partitioned_parquet_that_duckdb_and_pyarrow_read() {

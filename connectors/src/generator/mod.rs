@@ -13,10 +13,12 @@ mod nexmark;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tributary_runtime::checkpoint::{decode, encode};
+use tributary_runtime::source::Cut;
 use tributary_runtime::time::{millis, now_event_time, parse_event_time};
 use tributary_runtime::{
-    ConfigError, Data, Emitter, EventTime, HumanDuration, Poll, Result, Source, SourceContext,
-    SourceReader,
+    ConfigError, Data, Emitter, Error, EventTime, HumanDuration, Poll, Result, Source,
+    SourceContext, SourceReader,
 };
 
 pub use self::iot::{IotConfig, IotReadings, SensorKind, SensorReading};
@@ -172,7 +174,42 @@ impl<G: Generate> Source for Generator<G> {
             per_worker_rate: pace.rate.map(|r| r / workers as f64),
             started: None,
             produced: 0,
+            replay: None,
+            after_cut: None,
         })
+    }
+}
+
+/// A generator worker's position in a checkpoint.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Position {
+    /// The worker, and the number of workers of the run: the worker generated the indices
+    /// `worker, worker + workers, ...`.
+    worker: u64,
+    workers: u64,
+    /// The next index to generate.
+    next: u64,
+    /// The first index at or after the checkpoint's cut, if one was generated before it.
+    from: u64,
+}
+
+/// What a restored generator re-generates: an index `i` below its old worker's `next` is
+/// emitted again only if it was at or after the cut (indices before the old worker's `from`
+/// were all before it). Works for any old and new number of workers.
+#[derive(Debug)]
+struct Replay {
+    /// Each old worker's position, by old worker index.
+    positions: Vec<Position>,
+    /// From here on every index is new.
+    until: u64,
+    cut: Cut,
+}
+
+impl Replay {
+    #[inline]
+    fn keeps(&self, i: u64, time: EventTime) -> bool {
+        let old = &self.positions[(i % self.positions.len() as u64) as usize];
+        i >= old.next || (i >= old.from && self.cut.includes(time))
     }
 }
 
@@ -186,6 +223,10 @@ pub struct GeneratorReader<G: Generate> {
     per_worker_rate: Option<f64>,
     started: Option<Instant>,
     produced: u64,
+    /// After a restore, until the indices generated before are passed.
+    replay: Option<Replay>,
+    /// The first index emitted at or after a pending checkpoint's cut.
+    after_cut: Option<u64>,
 }
 
 impl<G: Generate> SourceReader for GeneratorReader<G> {
@@ -205,7 +246,13 @@ impl<G: Generate> SourceReader for GeneratorReader<G> {
         let model = &*self.model;
         while budget > 0 && self.next < self.end {
             let (time, item) = model.event(&mut self.state, self.next);
-            out.emit(time, item);
+            let keep = match &self.replay {
+                Some(replay) if self.next < replay.until => replay.keeps(self.next, time),
+                _ => true,
+            };
+            if keep && out.emit(time, item) && self.after_cut.is_none() {
+                self.after_cut = Some(self.next);
+            }
             self.next = self.next.saturating_add(self.step);
             self.produced += 1;
             budget -= 1;
@@ -215,6 +262,35 @@ impl<G: Generate> SourceReader for GeneratorReader<G> {
         }
         out.advance_watermark(model.watermark(&self.state, self.next));
         Ok(Poll::Ready)
+    }
+
+    fn checkpoint(&mut self, _: u64) -> Result<Vec<u8>> {
+        let from = self.after_cut.take().unwrap_or(self.next);
+        let worker = self.next % self.step;
+        encode(&Position { worker, workers: self.step, next: self.next, from })
+    }
+
+    fn restore(&mut self, cut: Cut, positions: Vec<Vec<u8>>) -> Result<()> {
+        let positions: Vec<Position> =
+            positions.iter().map(|p| decode(p)).collect::<Result<_>>()?;
+        let Some(first) = positions.first() else { return Ok(()) };
+        // One entry per old worker, by index (only our own if the layout is unchanged).
+        let mut by_worker = vec![*first; first.workers as usize];
+        for p in &positions {
+            match by_worker.get_mut(p.worker as usize) {
+                Some(slot) if p.workers == first.workers => *slot = *p,
+                _ => return Err(Error::Checkpoint("inconsistent generator positions".into())),
+            }
+        }
+        let from = positions.iter().map(|p| p.from).min().unwrap_or(0);
+        let until = positions.iter().map(|p| p.next).max().unwrap_or(0);
+        // The first index of ours at or after `from`.
+        let mine = self.next % self.step;
+        let start = from + (mine + self.step - from % self.step) % self.step;
+        self.state = self.model.start(start, self.step);
+        self.next = start;
+        self.replay = Some(Replay { positions: by_worker, until, cut });
+        Ok(())
     }
 }
 

@@ -15,6 +15,8 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tributary_runtime::checkpoint::{decode, encode};
+use tributary_runtime::source::Cut;
 use tributary_runtime::time::millis;
 use tributary_runtime::{
     ConfigError, Data, DeadLetter, Emitter, Error, EventTime, Poll, Result, Source, SourceContext,
@@ -264,6 +266,8 @@ impl<D: Data + Timestamped> Source for KafkaSource<D> {
             last_discovery: Instant::now(),
             last_commit: Instant::now(),
             committed: Vec::new(),
+            checkpointed: ctx.checkpointed,
+            to_commit: Vec::new(),
         };
         let start = match (&self.config.start, self.start_time) {
             (_, Some(t)) => Start::Time(t),
@@ -300,6 +304,22 @@ struct Part {
     idle: bool,
     /// When the backlog was last checked.
     idle_checked: Option<Instant>,
+    /// The first offset emitted at or after a pending checkpoint's cut.
+    after_cut: Option<i64>,
+    /// After a restore: records below this offset were read before the checkpoint and are
+    /// emitted again only if they fall at or after its cut.
+    replay: Option<(i64, Cut)>,
+}
+
+/// One partition's position in a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Position {
+    topic: String,
+    partition: i32,
+    /// Where a restart reads from.
+    from: i64,
+    /// Records from `from` up to here were read before the cut and are filtered on replay.
+    next: i64,
 }
 
 /// One worker's share of a Kafka source.
@@ -318,6 +338,11 @@ pub struct KafkaReader<D> {
     last_commit: Instant,
     /// Offsets as last committed, per part.
     committed: Vec<Option<i64>>,
+    /// With checkpoints, offsets are committed to the group only once a checkpoint holding
+    /// them is complete.
+    checkpointed: bool,
+    /// Positions of checkpoints not yet known complete.
+    to_commit: Vec<(u64, Vec<Position>)>,
 }
 
 impl<D> KafkaReader<D> {
@@ -400,6 +425,8 @@ impl<D> KafkaReader<D> {
                 last_record: now,
                 idle: false,
                 idle_checked: None,
+                after_cut: None,
+                replay: None,
             });
             self.committed.push(None);
         }
@@ -516,14 +543,31 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             };
             let decoded = self.decoder.decode(raw);
             let (topic, partition, offset) = (raw.topic.to_owned(), raw.partition, raw.offset);
+            let i = self.config.topics.iter().position(|t| *t == topic);
+            let found =
+                self.parts.iter_mut().find(|p| Some(p.topic) == i && p.partition == partition);
+            let Some(part) = found else { continue };
+            // Re-read after a restore: only what the checkpoint did not hold.
+            let replay = match part.replay {
+                Some((until, cut)) if offset < until => Some(cut),
+                _ => {
+                    part.replay = None;
+                    None
+                }
+            };
             match decoded {
                 Ok(record) => {
                     let t = record.event_time();
-                    if let Some(part) = self.part(&topic, partition) {
-                        part.max_event_time = Some(part.max_event_time.map_or(t, |m| m.max(t)));
+                    part.max_event_time = Some(part.max_event_time.map_or(t, |m| m.max(t)));
+                    if replay.is_none_or(|cut| cut.includes(t))
+                        && out.emit(t, record)
+                        && part.after_cut.is_none()
+                    {
+                        part.after_cut = Some(offset);
                     }
-                    out.emit(t, record);
                 }
+                // Dead-lettered before the checkpoint already.
+                Err(_) if replay.is_some() => {}
                 Err(reason) => out.dead_letter(DeadLetter::new(
                     self.name.as_str(),
                     format!("{topic}/{partition}@{offset}"),
@@ -531,13 +575,12 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
                     raw.payload.unwrap_or_default(),
                 )),
             }
-            if let Some(part) = self.part(&topic, partition) {
-                part.next = Some(offset + 1);
-                part.last_record = now;
-                part.idle = false;
-            }
+            part.next = Some(offset + 1);
+            part.last_record = now;
+            part.idle = false;
         }
-        if now - self.last_commit >= self.config.commit_interval.0 {
+        // With checkpoints, offsets are committed as checkpoints complete (and at the end).
+        if !self.checkpointed && now - self.last_commit >= self.config.commit_interval.0 {
             self.last_commit = now;
             self.commit();
         }
@@ -565,6 +608,64 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             return Ok(Poll::Done);
         }
         Ok(if read > 0 { Poll::Ready } else { Poll::Pending(Duration::from_millis(10)) })
+    }
+
+    fn checkpoint(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+        let mut positions = Vec::with_capacity(self.parts.len());
+        for part in &mut self.parts {
+            let after_cut = part.after_cut.take();
+            // A partition not read yet restarts from where the job's start setting says.
+            let Some(next) = part.next else { continue };
+            let from = after_cut.unwrap_or(next).min(next);
+            let topic = self.config.topics[part.topic].clone();
+            positions.push(Position { topic, partition: part.partition, from, next });
+        }
+        let bytes = encode(&positions)?;
+        self.to_commit.push((checkpoint, positions));
+        Ok(bytes)
+    }
+
+    /// Commits the positions of the latest complete checkpoint to the consumer group (where
+    /// a restart would read from), for lag tools.
+    fn committed(&mut self, checkpoint: u64) {
+        let Some(last) = self.to_commit.iter().rposition(|(id, _)| *id <= checkpoint) else {
+            return;
+        };
+        let (_, positions) = self.to_commit.drain(..=last).next_back().expect("an entry");
+        let mut tpl = TopicPartitionList::new();
+        for p in &positions {
+            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.from));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(source = %self.name, error = %e, "offset commit failed");
+            }
+        }
+    }
+
+    /// Seeks this reader's partitions to their checkpointed positions (from every old
+    /// worker's positions, so rescaling works: partitions are matched by topic and number).
+    fn restore(&mut self, cut: Cut, positions: Vec<Vec<u8>>) -> Result<()> {
+        let name = self.name.clone();
+        let fail = |reason: String| Error::Source { source_name: name.clone(), reason };
+        let mut tpl = TopicPartitionList::new();
+        for bytes in positions {
+            let positions: Vec<Position> = decode(&bytes)?;
+            for p in positions {
+                let Some(part) = self.part(&p.topic, p.partition) else { continue };
+                part.next = Some(p.from);
+                part.replay = (p.from < p.next).then_some((p.next, cut));
+                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.from))
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        tracing::info!(source = %self.name, worker = self.worker, partitions = tpl.count(),
+            "partitions restored to their checkpointed offsets");
+        self.consumer.incremental_unassign(&tpl).map_err(|e| fail(e.to_string()))?;
+        self.consumer.incremental_assign(&tpl).map_err(|e| fail(e.to_string()))
     }
 }
 

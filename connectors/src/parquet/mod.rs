@@ -30,6 +30,7 @@ use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tributary_runtime::checkpoint::{decode, encode};
 use tributary_runtime::metrics as m;
 use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWriter, Time};
 
@@ -136,6 +137,9 @@ impl<D: Serialize + 'static, S: FileStore> Sink<D> for ParquetSink<D, S> {
             sequence: 0,
             buffer: Vec::new(),
             open: HashMap::new(),
+            checkpointed: ctx.checkpointed,
+            unprepared: Vec::new(),
+            prepared: Vec::new(),
             tick: 0,
             files: metrics::counter!(m::SINK_FILES, &labels),
             bytes: metrics::counter!(m::SINK_BYTES, &labels),
@@ -157,6 +161,12 @@ pub struct ParquetWriter<D, S: FileStore> {
     sequence: u64,
     buffer: Vec<D>,
     open: HashMap<String, OpenFile<S::Writer>>,
+    /// With checkpoints, finished files wait for their checkpoint to complete.
+    checkpointed: bool,
+    /// Finished files not yet part of a checkpoint.
+    unprepared: Vec<(PendingFile, u64)>,
+    /// Finished files of checkpoints not yet known complete: `(checkpoint, file, bytes)`.
+    prepared: Vec<(u64, PendingFile, u64)>,
     tick: u64,
     files: metrics::Counter,
     bytes: metrics::Counter,
@@ -312,14 +322,24 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
             self.store.discard(&pending);
             return Err(self.error(format!("cannot finish `{path}`: {e}")));
         }
+        if self.checkpointed {
+            tracing::debug!(sink = %self.name, path = %path, rows, bytes, "parquet file finished");
+            self.unprepared.push((pending, bytes));
+            return Ok(());
+        }
         if let Err(e) = self.store.publish(&pending) {
             self.store.discard(&pending);
             return Err(self.error(format!("cannot publish `{path}`: {e}")));
         }
+        self.published(&pending, bytes);
+        Ok(())
+    }
+
+    fn published(&self, file: &PendingFile, bytes: u64) {
         self.files.increment(1);
         self.bytes.increment(bytes);
-        tracing::info!(sink = %self.name, path = %path, rows, bytes, "parquet file published");
-        Ok(())
+        let path = self.store.describe(&file.path);
+        tracing::info!(sink = %self.name, path = %path, bytes, "parquet file published");
     }
 
     fn close_aged(&mut self) -> Result<()> {
@@ -335,6 +355,12 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
         }
         self.flush_buffer()?;
         aged.iter().try_for_each(|partition| self.close(partition))
+    }
+
+    fn close_all(&mut self) -> Result<()> {
+        self.flush_buffer()?;
+        let partitions: Vec<String> = self.open.keys().cloned().collect();
+        partitions.iter().try_for_each(|p| self.close(p))
     }
 
     fn guarded(&mut self, step: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
@@ -361,12 +387,57 @@ impl<D: Serialize + 'static, S: FileStore> SinkWriter<D> for ParquetWriter<D, S>
     fn progress(&mut self, frontier: Option<Time>) -> Result<()> {
         self.guarded(|w| match frontier {
             Some(_) => w.close_aged(),
-            None => {
-                w.flush_buffer()?;
-                let partitions: Vec<String> = w.open.keys().cloned().collect();
-                partitions.iter().try_for_each(|p| w.close(p))
-            }
+            None => w.close_all(),
         })
+    }
+
+    /// Finishes every open file; they become visible when the checkpoint completes.
+    fn prepare(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+        self.guarded(|w| w.close_all())?;
+        let files = std::mem::take(&mut self.unprepared);
+        self.prepared.extend(files.into_iter().map(|(file, bytes)| (checkpoint, file, bytes)));
+        let pending: Vec<&PendingFile> = self.prepared.iter().map(|(_, file, _)| file).collect();
+        encode(&pending)
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let (due, later) = std::mem::take(&mut self.prepared)
+            .into_iter()
+            .partition(|(id, _, _)| *id <= checkpoint);
+        self.prepared = later;
+        for (_, file, bytes) in due {
+            self.store.publish(&file).map_err(|e| {
+                self.error(format!("cannot publish `{}`: {e}", self.store.describe(&file.path)))
+            })?;
+            self.published(&file, bytes);
+        }
+        Ok(())
+    }
+
+    /// Publishes the files of the checkpoint the job restarts from (again: publishing is
+    /// idempotent, and several workers may publish the same files after rescaling).
+    fn restore(&mut self, prepared: Vec<Vec<u8>>) -> Result<()> {
+        for state in prepared {
+            let files: Vec<PendingFile> = decode(&state)?;
+            for file in files {
+                self.store.publish(&file).map_err(|e| {
+                    self.error(format!("cannot publish `{}`: {e}", self.store.describe(&file.path)))
+                })?;
+                tracing::info!(sink = %self.name, path = %self.store.describe(&file.path),
+                    "parquet file of the restored checkpoint published");
+            }
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.abort();
+        for (file, _) in self.unprepared.drain(..) {
+            self.store.discard(&file);
+        }
+        for (_, file, _) in self.prepared.drain(..) {
+            self.store.discard(&file);
+        }
     }
 }
 
@@ -418,7 +489,7 @@ mod tests {
     }
 
     fn context() -> SinkContext {
-        SinkContext { name: "test".into(), worker_index: 1, workers: 2 }
+        SinkContext { name: "test".into(), worker_index: 1, workers: 2, checkpointed: false }
     }
 
     /// Every visible `.parquet` file under `dir` with its row count, and the hidden files.

@@ -14,6 +14,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tributary_runtime::error::io_error_at as at;
 
 /// A finished, not yet visible file: what is needed to publish or discard it later, also from
 /// another process after a restart.
@@ -108,13 +109,17 @@ impl FileStore for LocalStore {
     fn publish(&self, file: &PendingFile) -> io::Result<()> {
         let staged = Path::new(&file.staged);
         let target = self.root.join(&file.path);
-        if !staged.exists() && target.exists() {
-            return Ok(()); // published before (recovery repeats the step)
-        }
         if target.exists() {
+            if !staged.exists() {
+                return Ok(()); // published before (recovery repeats the step)
+            }
             return Err(at(&target, io::Error::new(io::ErrorKind::AlreadyExists, "file exists")));
         }
-        std::fs::rename(staged, &target).map_err(|e| at(staged, e))?;
+        match std::fs::rename(staged, &target) {
+            // Another worker published it first (recovery after rescaling).
+            Err(e) if e.kind() == io::ErrorKind::NotFound && target.exists() => return Ok(()),
+            result => result.map_err(|e| at(staged, e))?,
+        }
         // Make the rename itself durable.
         if let Some(dir) = target.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(|e| at(dir, e))?;
@@ -129,11 +134,6 @@ impl FileStore for LocalStore {
     fn describe(&self, path: &str) -> String {
         self.root.join(path).display().to_string()
     }
-}
-
-/// Adds the path to an I/O error's message.
-fn at(path: &Path, error: io::Error) -> io::Error {
-    io::Error::new(error.kind(), format!("`{}`: {error}", path.display()))
 }
 
 #[cfg(test)]

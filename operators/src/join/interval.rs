@@ -230,6 +230,7 @@ where
         let lr = reach_left as i64;
         let right_expiry = move |ts: EventTime| (ts as i64 - lower + lr + l + 1).max(0) as Time;
 
+        tributary_runtime::checkpoint::unsupported(&scope, &operator);
         let mut builder = OperatorBuilder::new(operator.clone(), scope);
         let mut left_in = builder.new_input(left, Exchange::new(|(k, _): &(K, L)| key_hash(k)));
         let mut right_in = builder.new_input(right, Exchange::new(|(k, _): &(K, R)| key_hash(k)));

@@ -301,6 +301,7 @@ where
     let (operator, late_dropped) = instrument(&scope, "table-join", name, m::LATE_DROPPED);
     let mut trace = table.arranged.trace.clone();
 
+    tributary_runtime::checkpoint::unsupported(&scope, &operator);
     let mut builder = OperatorBuilder::new(operator.clone(), scope);
     // Route records as the table's upsert operator routes its keys.
     let mut stream_in = builder.new_input(stream, Exchange::new(|(k, _): &(K, L)| k.hashed()));

@@ -138,6 +138,7 @@ where
         let late_updates = instrument(&scope, "window-join", &name, m::LATE_UPDATES).1;
         let outer = kind != JoinKind::Inner;
 
+        tributary_runtime::checkpoint::unsupported(&scope, &operator);
         let mut builder = OperatorBuilder::new(operator.clone(), scope);
         let mut left_in = builder.new_input(left, Exchange::new(|(k, _): &(K, L)| key_hash(k)));
         let mut right_in = builder.new_input(right, Exchange::new(|(k, _): &(K, R)| key_hash(k)));

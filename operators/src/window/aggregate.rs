@@ -21,8 +21,9 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
+use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
-use tributary_runtime::{job_context, Data, Events, Time, Timestamped};
+use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Time, Timestamped};
 
 use super::{instrument, Window, WindowAssigner, WindowResult, WithLate};
 use crate::aggregate::Aggregator;
@@ -165,6 +166,146 @@ struct Slot<K, Acc> {
     fired: bool,
 }
 
+/// One window's state in a checkpoint: the window, whether it fired, and each key's
+/// accumulator and revision.
+type SlotState<K, Acc> = (Window, bool, Vec<(K, Acc, u32)>);
+
+/// The windows of one worker, by end (for fixed-size windows the end identifies the window).
+struct Windows<K, Acc> {
+    slots: BTreeMap<(Time, Time), Slot<K, Acc>>,
+    corrections: Vec<((Time, Time), K)>,
+}
+
+impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
+    /// Merges a batch of partials at `cap`, emitting corrections for windows that fired.
+    fn absorb<V, A, O>(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<Partial<K, Acc>>,
+        agg: &A,
+        granularity: Granularity,
+        late_updates: &metrics::Counter,
+        output: &mut O,
+    ) where
+        A: Aggregator<V, Acc = Acc>,
+        O: FnMut(&Capability<Time>, WindowResult<K, A::Out>),
+    {
+        let time = *cap.time();
+        for (key, window, partial) in data.drain(..) {
+            let id = (window.end, window.start);
+            let slot = self.slots.entry(id).or_insert_with(|| Slot {
+                window,
+                accs: FxHashMap::default(),
+                cap: None,
+                fired: false,
+            });
+            if !slot.fired {
+                // The result carries event time end - 1; hold the earliest time allowed.
+                let at = time.max(granularity.quantize(window.end - 1));
+                if slot.cap.as_ref().is_none_or(|c| at < *c.time()) {
+                    slot.cap = Some(cap.delayed(&at));
+                }
+            }
+            match slot.accs.get_mut(&key) {
+                Some((acc, _)) => agg.merge(acc, partial),
+                None => {
+                    slot.accs.insert(key.clone(), (partial, 0));
+                }
+            }
+            if slot.fired {
+                self.corrections.push((id, key));
+            }
+        }
+        if self.corrections.is_empty() {
+            return;
+        }
+        late_updates.increment(self.corrections.len() as u64);
+        self.corrections.sort_unstable_by_key(|c| c.0);
+        for (id, key) in self.corrections.drain(..) {
+            let slot = self.slots.get_mut(&id).expect("corrected windows exist");
+            let (acc, revision) = slot.accs.get_mut(&key).expect("corrected keys exist");
+            *revision += 1;
+            let result = WindowResult {
+                key,
+                window: slot.window,
+                value: agg.finish(acc),
+                revision: *revision,
+            };
+            output(cap, result);
+        }
+    }
+
+    /// Fires the windows that `watermark` has passed, then frees those past their lateness.
+    fn advance<V, A, O>(&mut self, watermark: Time, lateness: u64, agg: &A, output: &mut O)
+    where
+        A: Aggregator<V, Acc = Acc>,
+        O: FnMut(&Capability<Time>, WindowResult<K, A::Out>),
+    {
+        for (_, slot) in self.slots.range_mut(..(watermark.saturating_add(1), 0)) {
+            if slot.fired {
+                continue;
+            }
+            slot.fired = true;
+            if let Some(cap) = slot.cap.take() {
+                for (key, (acc, _)) in &slot.accs {
+                    let result = WindowResult {
+                        key: key.clone(),
+                        window: slot.window,
+                        value: agg.finish(acc),
+                        revision: 0,
+                    };
+                    output(&cap, result);
+                }
+            }
+        }
+        while let Some(entry) = self.slots.first_entry() {
+            if entry.get().window.end.saturating_add(lateness) > watermark {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    fn snapshot(&self) -> Vec<SlotState<K, Acc>> {
+        let entries = |s: &Slot<K, Acc>| {
+            s.accs.iter().map(|(k, (acc, rev))| (k.clone(), acc.clone(), *rev)).collect()
+        };
+        self.slots.values().map(|s| (s.window, s.fired, entries(s))).collect()
+    }
+
+    /// Takes back the keys this worker owns from every saved part; a window not yet fired
+    /// holds `initial` delayed to the later of its result time and the cut.
+    fn restore(
+        &mut self,
+        checkpointer: &Checkpointer,
+        initial: &Capability<Time>,
+        granularity: Granularity,
+    ) -> Result<(), tributary_runtime::Error> {
+        let Some(restore) = checkpointer.restore::<Vec<SlotState<K, Acc>>>()? else {
+            return Ok(());
+        };
+        for (window, fired, entries) in restore.states.into_iter().flatten() {
+            let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| Slot {
+                window,
+                accs: FxHashMap::default(),
+                cap: None,
+                fired,
+            });
+            for (key, acc, revision) in entries {
+                if checkpointer.owns(key_hash(&key)) {
+                    slot.accs.insert(key, (acc, revision));
+                }
+            }
+            if !fired && slot.cap.is_none() && !slot.accs.is_empty() {
+                let at = restore.cut.max(granularity.quantize(window.end - 1));
+                slot.cap = Some(initial.delayed(&at));
+            }
+        }
+        self.slots.retain(|_, slot| !slot.accs.is_empty());
+        Ok(())
+    }
+}
+
 /// Phase 2: merge partials after the keyed exchange, fire, correct, and free windows.
 fn merge<'scope, K, V, A>(
     partials: Events<'scope, Partial<K, A::Acc>>,
@@ -177,85 +318,52 @@ where
     A: Aggregator<V>,
 {
     let scope = partials.scope();
-    let granularity = job_context(&scope).granularity;
+    let job = job_context(&scope);
+    let granularity = job.granularity;
     let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
     let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
 
-    partials.unary_frontier(exchange, &operator, move |_cap, _info| {
-        // Windows by end; for fixed-size windows the end identifies the window.
-        let mut slots: BTreeMap<(Time, Time), Slot<K, A::Acc>> = BTreeMap::new();
-        let mut corrections: Vec<((Time, Time), K)> = Vec::new();
+    partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
+        let mut windows = Windows { slots: BTreeMap::new(), corrections: Vec::new() };
+        let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
+        if let Some(c) = &checkpointer {
+            if let Err(error) = windows.restore(c, &initial, granularity) {
+                job.state.fail(error);
+            }
+        }
+        drop(initial);
+        // Partials at or after a pending checkpoint's cut, merged once the state is saved.
+        let mut stash: Stash<Partial<K, A::Acc>> = Vec::new();
         move |(input, frontier), output| {
+            let mut emit = |cap: &Capability<Time>, result| output.session(cap).give(result);
+            let cut = checkpointer.as_ref().and_then(|c| c.pending());
             input.for_each(|cap, data| {
-                let Some(&time) = cap.least() else { return data.clear() };
-                for (key, window, partial) in data.drain(..) {
-                    let id = (window.end, window.start);
-                    let slot = slots.entry(id).or_insert_with(|| Slot {
-                        window,
-                        accs: FxHashMap::default(),
-                        cap: None,
-                        fired: false,
-                    });
-                    if !slot.fired {
-                        // The result carries event time end - 1; hold the earliest time allowed.
-                        let at = time.max(granularity.quantize(window.end - 1));
-                        if slot.cap.as_ref().is_none_or(|c| at < *c.time()) {
-                            slot.cap = Some(cap.delayed(&at, 0));
-                        }
-                    }
-                    match slot.accs.get_mut(&key) {
-                        Some((acc, _)) => agg.merge(acc, partial),
-                        None => {
-                            slot.accs.insert(key.clone(), (partial, 0));
-                        }
-                    }
-                    if slot.fired {
-                        corrections.push((id, key));
-                    }
-                }
-                if !corrections.is_empty() {
-                    late_updates.increment(corrections.len() as u64);
-                    corrections.sort_unstable_by_key(|c| c.0);
-                    let mut session = output.session(&cap);
-                    for (id, key) in corrections.drain(..) {
-                        let slot = slots.get_mut(&id).expect("corrected windows exist");
-                        let (acc, revision) =
-                            slot.accs.get_mut(&key).expect("corrected keys exist");
-                        *revision += 1;
-                        session.give(WindowResult {
-                            key,
-                            window: slot.window,
-                            value: agg.finish(acc),
-                            revision: *revision,
-                        });
-                    }
+                let Some(cap) = cap.retain_least(0) else { return data.clear() };
+                if cut.is_some_and(|cut| *cap.time() >= cut) {
+                    stash.push((cap, std::mem::take(data)));
+                } else {
+                    windows.absorb(&cap, data, &agg, granularity, &late_updates, &mut emit);
                 }
             });
-
-            // Fire windows the frontier has passed, then free those past their lateness.
-            let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            for (_, slot) in slots.range_mut(..(watermark.saturating_add(1), 0)) {
-                if slot.fired {
-                    continue;
+            let frontier = frontier.frontier().first().copied();
+            let watermark = frontier.unwrap_or(Time::MAX);
+            // While a cut is pending the operator acts as if the watermark stood at the cut.
+            windows.advance(watermark.min(cut.unwrap_or(Time::MAX)), lateness, &agg, &mut emit);
+            let Some(c) = checkpointer.as_mut() else { return };
+            if cut.is_some_and(|cut| watermark >= cut) {
+                if let Err(error) = c.save(&windows.snapshot()) {
+                    job.state.fail(error);
                 }
-                slot.fired = true;
-                if let Some(cap) = slot.cap.take() {
-                    let mut session = output.session(&cap);
-                    for (key, (acc, _)) in &slot.accs {
-                        session.give(WindowResult {
-                            key: key.clone(),
-                            window: slot.window,
-                            value: agg.finish(acc),
-                            revision: 0,
-                        });
-                    }
+                for (cap, mut data) in stash.drain(..) {
+                    windows.absorb(&cap, &mut data, &agg, granularity, &late_updates, &mut emit);
                 }
+                windows.advance(watermark, lateness, &agg, &mut emit);
             }
-            while let Some(entry) = slots.first_entry() {
-                if entry.get().window.end.saturating_add(lateness) > watermark {
-                    break;
+            if frontier.is_none() {
+                if let Err(error) = c.finish(&windows.snapshot()) {
+                    job.state.fail(error);
                 }
-                entry.remove();
+                checkpointer = None;
             }
         }
     })

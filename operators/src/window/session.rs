@@ -223,6 +223,7 @@ where
     let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
     let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
 
+    tributary_runtime::checkpoint::unsupported(&scope, &operator);
     partials.unary_frontier(exchange, &operator, move |_cap, _info| {
         let mut sessions: FxHashMap<K, Vec<(Window, A::Acc, Emitted)>> = FxHashMap::default();
         let mut timers: BTreeMap<Time, Timer<K>> = BTreeMap::new();

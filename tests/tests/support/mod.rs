@@ -142,3 +142,26 @@ pub fn naive_iot_stats(
         })
         .collect()
 }
+
+/// Reads the Parquet folder `dir` with pyarrow and DuckDB (`py/read_parquet.py`), running
+/// `sql` on the table `t`.
+pub fn read_parquet(dir: &Path, sql: Option<&str>) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_parquet.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .args(sql)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs duckdb and pyarrow)");
+    assert!(out.status.success(), "the readers fail: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
+/// The `--set` value that sends `iot-stats` output to Parquet files in `dir`.
+pub fn parquet_output(dir: &Path, extra: &str) -> String {
+    format!(
+        "job.output={{ kind = \"parquet\", path = \"{}\", timestamp_columns = [\"window_start\", \
+         \"window_end\"], {extra} }}",
+        dir.display()
+    )
+}

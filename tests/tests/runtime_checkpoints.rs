@@ -1,0 +1,234 @@
+//! Checkpoints end to end: a job killed with SIGKILL at random moments and restarted each
+//! time from its latest checkpoint writes exactly the output of a run that never crashed —
+//! no row missing, none twice — as read back by DuckDB.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::tansu::Tansu;
+use support::{job_command, parquet_output, read_parquet, run_job, wait_for};
+
+/// 600 000 readings of 50 devices over ten minutes of event time, up to 2 s out of order,
+/// generated at 150 000 per second so that a run lasts about four seconds.
+const INPUT: &[&str] = &[
+    "--set",
+    "job.readings.pace.events=600000",
+    "--set",
+    "job.readings.devices=50",
+    "--set",
+    "job.readings.pace.rate=150000",
+];
+
+fn args(out: &Path, checkpoints: Option<&Path>, workers: usize) -> Vec<String> {
+    let input: Vec<String> = INPUT.iter().map(|s| s.to_string()).collect();
+    args_with(input, out, checkpoints, workers)
+}
+
+fn args_with(
+    mut args: Vec<String>,
+    out: &Path,
+    checkpoints: Option<&Path>,
+    workers: usize,
+) -> Vec<String> {
+    args.extend(["--set".into(), parquet_output(out, "roll = { max_rows = 400 }")]);
+    args.extend(["--workers".into(), workers.to_string()]);
+    if let Some(dir) = checkpoints {
+        args.extend([
+            "--set".into(),
+            format!("runtime.checkpoint.dir=\"{}\"", dir.display()),
+            "--set".into(),
+            "runtime.checkpoint.interval=\"150ms\"".into(),
+        ]);
+    }
+    args
+}
+
+/// Every visible row, in a fixed order.
+fn rows(dir: &Path) -> Vec<Value> {
+    let sql = "SELECT device, CAST(epoch_ms(window_start) AS BIGINT) AS start, count, min, max, \
+               mean, revision FROM t ORDER BY device, start, revision";
+    let read = read_parquet(dir, Some(sql));
+    read["query"].as_array().expect("query rows").clone()
+}
+
+/// Asserts equal row lists, naming the first difference rather than printing thousands of
+/// rows.
+fn assert_same_rows(got: &[Value], expected: &[Value], context: &str) {
+    let first = got.iter().zip(expected).position(|(g, e)| g != e);
+    if let Some(i) = first {
+        panic!("{context}: row {i} is {} but should be {}", got[i], expected[i]);
+    }
+    assert_eq!(got.len(), expected.len(), "{context}: row count");
+}
+
+fn run_to_end(args: &[String]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_job("iot-stats", &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A small seeded generator of kill moments (xorshift), reported on failure: delays of up
+/// to the given milliseconds after a checkpoint completes.
+struct Moments(u64, u64);
+
+impl Moments {
+    fn next_delay(&mut self) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(self.0 % self.1)
+    }
+}
+
+/// Kills the job started with `args` at random moments until it has been killed `kills`
+/// times (or ends by itself); returns how often it was killed.
+fn crash_repeatedly(args: &[String], moments: &mut Moments, chk: &Path, kills: usize) -> usize {
+    let mut killed = 0;
+    while killed < kills {
+        let before = latest_checkpoint(chk);
+        if !kill_after(args, chk, moments.next_delay()) {
+            break;
+        }
+        killed += 1;
+        eprintln!("kill {killed}: checkpoint {before} -> {}", latest_checkpoint(chk));
+    }
+    killed
+}
+
+/// Starts the job with `args` and kills it with SIGKILL `delay` after it has completed a
+/// checkpoint beyond those in `chk`, unless it ends first; returns whether it was killed.
+fn kill_after(args: &[String], chk: &Path, delay: Duration) -> bool {
+    let before = latest_checkpoint(chk);
+    let mut child = job_command("iot-stats", &args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the test-job binary runs");
+    let mut moment = None;
+    let ended = wait_for(
+        "the job to end or the moment to kill it",
+        Duration::from_secs(120),
+        || match child.try_wait().expect("child status") {
+            Some(status) => {
+                assert!(status.success(), "the job failed before it was killed: {status}");
+                Some(true)
+            }
+            None => {
+                if moment.is_none() && latest_checkpoint(chk) > before {
+                    moment = Some(Instant::now() + delay);
+                }
+                moment.is_some_and(|m| Instant::now() >= m).then_some(false)
+            }
+        },
+    );
+    if !ended {
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+    !ended
+}
+
+/// The number of the latest complete checkpoint (0: none).
+fn latest_checkpoint(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir.join("iot-stats")) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("MANIFEST.json").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_at_random_moments_and_restarted_the_output_is_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reference = dir.path().join("reference");
+    run_to_end(&args(&reference, None, 1));
+    let expected = rows(&reference);
+    assert!(expected.len() > 400, "{} rows", expected.len());
+
+    let out = dir.path().join("out");
+    let chk = dir.path().join("chk");
+    let seed = 0x5eed_2026_u64;
+    let kills = crash_repeatedly(&args(&out, Some(&chk), 2), &mut Moments(seed, 400), &chk, 6);
+    assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
+    run_to_end(&args(&out, Some(&chk), 2));
+    assert_same_rows(&rows(&out), &expected, &format!("after {kills} kills (seed {seed:#x})"));
+
+    // The job is finished: running it again restores the last checkpoint and adds nothing.
+    run_to_end(&args(&out, Some(&chk), 2));
+    assert_same_rows(&rows(&out), &expected, "a finished job run again");
+}
+
+#[test]
+fn a_restart_with_another_worker_count_gives_the_same_output() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reference = dir.path().join("reference");
+    run_to_end(&args(&reference, None, 2));
+    let expected = rows(&reference);
+
+    let out = dir.path().join("out");
+    let chk = dir.path().join("chk");
+    // One worker, killed after some checkpoints; then two workers; then one again.
+    let mut moments = Moments(0xdead_beef, 400);
+    for workers in [1, 2] {
+        let start = latest_checkpoint(&chk);
+        assert!(kill_after(&args(&out, Some(&chk), workers), &chk, moments.next_delay()));
+        assert!(latest_checkpoint(&chk) > start, "a checkpoint completed with {workers} worker(s)");
+    }
+    run_to_end(&args(&out, Some(&chk), 1));
+    assert_same_rows(&rows(&out), &expected, "restarted with 1, 2, then 1 worker");
+}
+
+/// A reading as JSON: `n` decides the device (of 50) and the event time (10 per ms).
+fn reading(n: u64) -> Vec<u8> {
+    let device = n % 50;
+    let ts = 1_767_225_600_000 + n / 10;
+    format!(r#"{{"device":{device},"site":1,"sensor":"humidity","value":{}.5,"ts":{ts}}}"#, n % 7)
+        .into_bytes()
+}
+
+#[test]
+fn kafka_to_parquet_killed_at_random_moments_is_exactly_once() {
+    const RECORDS: u64 = 300_000;
+    let tansu = Tansu::durable();
+    tansu.create_topic("readings", 4);
+    tansu.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(tansu.count("readings"), RECORDS as i64, "the broker holds every input record");
+    let input = vec![
+        "--set".to_owned(),
+        format!(
+            "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"readings\"], bounded=true, \
+             max_out_of_orderness=\"1s\", group_id=\"crash\"}}",
+            tansu.address
+        ),
+        "--set".to_owned(),
+        "job.window=\"1s\"".to_owned(),
+    ];
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reference = dir.path().join("reference");
+    run_to_end(&args_with(input.clone(), &reference, None, 2));
+    let expected = rows(&reference);
+    let counted: u64 = expected.iter().map(|r| r["count"].as_u64().expect("count")).sum();
+    assert_eq!(counted, RECORDS, "the crash-free run counts every reading once");
+
+    let out = dir.path().join("out");
+    let chk = dir.path().join("chk");
+    let job = args_with(input.clone(), &out, Some(&chk), 2);
+    let seed = 0x4b61_666b_u64;
+    let kills = crash_repeatedly(&job, &mut Moments(seed, 150), &chk, 5);
+    assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
+    // Finish with one worker: partitions are matched by topic and number, so the restore
+    // does not depend on the worker count.
+    run_to_end(&args_with(input, &out, Some(&chk), 1));
+    assert_same_rows(&rows(&out), &expected, &format!("after {kills} kills (seed {seed:#x})"));
+    // Offsets reach the group as checkpoints complete; after the last, the whole topic.
+    let committed = tansu.committed("crash", "readings", 4);
+    assert_eq!(committed, Some(RECORDS as i64), "offsets committed by the last checkpoint");
+}
