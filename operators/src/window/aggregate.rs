@@ -188,7 +188,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, WindowResult<K, A::Out>),
+        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
     {
         let time = *cap.time();
         for (key, window, partial) in data.drain(..) {
@@ -221,6 +221,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         }
         late_updates.increment(self.corrections.len() as u64);
         self.corrections.sort_unstable_by_key(|c| c.0);
+        let mut results = Vec::with_capacity(self.corrections.len());
         for (id, key) in self.corrections.drain(..) {
             let slot = self.slots.get_mut(&id).expect("corrected windows exist");
             let (acc, revision) = slot.accs.get_mut(&key).expect("corrected keys exist");
@@ -231,15 +232,16 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
                 value: agg.finish(acc),
                 revision: *revision,
             };
-            output(cap, result);
+            results.push(result);
         }
+        output(cap, &mut results);
     }
 
     /// Fires the windows that `watermark` has passed, then frees those past their lateness.
     fn advance<V, A, O>(&mut self, watermark: Time, lateness: u64, agg: &A, output: &mut O)
     where
         A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, WindowResult<K, A::Out>),
+        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
     {
         for (_, slot) in self.slots.range_mut(..(watermark.saturating_add(1), 0)) {
             if slot.fired {
@@ -247,15 +249,16 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
             }
             slot.fired = true;
             if let Some(cap) = slot.cap.take() {
-                for (key, (acc, _)) in &slot.accs {
-                    let result = WindowResult {
+                let window = slot.window;
+                let mut results: Vec<_> = (slot.accs.iter())
+                    .map(|(key, (acc, _))| WindowResult {
                         key: key.clone(),
-                        window: slot.window,
+                        window,
                         value: agg.finish(acc),
                         revision: 0,
-                    };
-                    output(&cap, result);
-                }
+                    })
+                    .collect();
+                output(&cap, &mut results);
             }
         }
         while let Some(entry) = self.slots.first_entry() {
@@ -335,7 +338,9 @@ where
         // Partials at or after a pending checkpoint's cut, merged once the state is saved.
         let mut stash: Stash<Partial<K, A::Acc>> = Vec::new();
         move |(input, frontier), output| {
-            let mut emit = |cap: &Capability<Time>, result| output.session(cap).give(result);
+            let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
+                output.session(cap).give_container(results);
+            };
             let cut = checkpointer.as_ref().and_then(|c| c.pending());
             input.for_each(|cap, data| {
                 let Some(cap) = cap.retain_least(0) else { return data.clear() };
