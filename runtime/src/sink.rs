@@ -128,7 +128,7 @@ impl<D: Data> SinkExt<D> for Events<'_, D> {
 
         builder.build(move |mut capabilities| {
             let hold = checkpointer.as_ref().and(capabilities.pop());
-            let mut driver = writer.and_then(|writer| {
+            let driver = writer.and_then(|writer| {
                 let mut driver = SinkDriver {
                     writer,
                     checkpointer,
@@ -143,11 +143,7 @@ impl<D: Data> SinkExt<D> for Events<'_, D> {
                 driver.restore()?;
                 Ok(driver)
             });
-            if let Err(e) = &mut driver {
-                let error = std::mem::replace(e, crate::Error::Startup(String::new()));
-                job.state.fail(error);
-            }
-            let mut driver = driver.ok();
+            let mut driver = driver.map_err(|error| job.state.fail(error)).ok();
             move |frontiers| {
                 let frontier = frontiers[0].frontier().first().copied();
                 let Some(d) = driver.as_mut() else {
