@@ -88,10 +88,33 @@ impl DeviceStats {
     }
 }
 
-/// Where the readings come from.
-enum Readings {
+/// Where the readings of the IoT jobs come from: the generator, or the configured input.
+pub(crate) enum Readings {
     Generator(IotReadings),
     Input(Box<AnySource<SensorReading>>),
+}
+
+impl Readings {
+    /// The configured input (`job.input`) if there is one, else the generator
+    /// (`job.readings`).
+    pub(crate) fn build(generator: &IotConfig, input: Option<&Input>) -> Result<Self, ConfigError> {
+        Ok(match input {
+            Some(input) => Readings::Input(Box::new(
+                input.build("readings").map_err(|e| e.within("job.input"))?,
+            )),
+            None => Readings::Generator(
+                IotReadings::new(generator).map_err(|e| e.within("job.readings"))?,
+            ),
+        })
+    }
+
+    /// The readings' stream in `flow`.
+    pub(crate) fn read<'scope>(&self, flow: &mut Flow<'scope>) -> Events<'scope, SensorReading> {
+        match self {
+            Readings::Input(source) => source.read(flow),
+            Readings::Generator(generator) => flow.source(generator),
+        }
+    }
 }
 
 /// Runs the job with the process's arguments.
@@ -103,14 +126,7 @@ pub fn main() -> ExitCode {
 pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     Job::<IotStatsConfig>::new("iot-stats").run_from(args, |config| {
         let job = &config.job;
-        let input = match &job.input {
-            Some(input) => Readings::Input(Box::new(
-                input.build("readings").map_err(|e| e.within("job.input"))?,
-            )),
-            None => Readings::Generator(
-                IotReadings::new(&job.readings).map_err(|e| e.within("job.readings"))?,
-            ),
-        };
+        let input = Readings::build(&job.readings, job.input.as_ref())?;
         // Keyed by device and window, so a compacted topic keeps the latest revision.
         let output =
             job.output.build("iot-stats").map_err(|e| e.within("job.output"))?.keyed(
@@ -123,11 +139,8 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         let window = Tumbling::new(job.window.0);
         let lateness = job.allowed_lateness.0;
         Ok(move |flow: &mut Flow<'_>| {
-            let readings = match &input {
-                Readings::Input(source) => source.read(flow),
-                Readings::Generator(generator) => flow.source(generator),
-            };
-            readings
+            input
+                .read(flow)
                 .key_by(|r: &SensorReading| (r.device, r.sensor))
                 .window(window)
                 .allowed_lateness(lateness)

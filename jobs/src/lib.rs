@@ -2,6 +2,7 @@
 //!
 //! [`prelude`] brings in what a job needs from the runtime, the operators and the connectors.
 
+pub mod iot_deviation;
 pub mod iot_produce;
 pub mod iot_stats;
 

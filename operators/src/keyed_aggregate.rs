@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
-use tributary_runtime::{Data, EventTime, Events, Time, Timestamped};
+use tributary_runtime::{job_context, Checkpointer, Data, EventTime, Events, Time, Timestamped};
 
 use crate::aggregate::Aggregator;
 use crate::key_by::{key_hash, Keyed};
@@ -79,9 +79,21 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
     pub fn aggregate<A: Aggregator<V>>(self, agg: A) -> Events<'scope, KeyedUpdate<K, A::Out>> {
         let (partials, _never_late) = combine(self.into_stream(), "global", Global, 0, agg.clone());
         let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
-        tributary_runtime::checkpoint::unsupported(&partials.scope(), "keyed-aggregate");
-        partials.unary_frontier(exchange, "keyed-aggregate", move |_cap, _info| {
+        let scope = partials.scope();
+        let job = job_context(&scope);
+        let name = "keyed-aggregate";
+        partials.unary_frontier(exchange, name, move |_cap, info| {
             let mut state: FxHashMap<K, (A::Acc, u32)> = FxHashMap::default();
+            let mut checkpointer = Checkpointer::register(&scope, name, &info.address);
+            if let Some(c) = &checkpointer {
+                match c.restore::<Vec<(K, (A::Acc, u32))>>() {
+                    Ok(Some(restore)) => state.extend(
+                        restore.states.into_iter().flatten().filter(|(k, _)| c.owns(key_hash(k))),
+                    ),
+                    Ok(None) => {}
+                    Err(error) => job.state.fail(error),
+                }
+            }
             // Partials wait here until the frontier passes their time, so that the update
             // at a time reflects exactly the records up to that time.
             let mut pending: Stash<K, A::Acc> = BTreeMap::new();
@@ -95,33 +107,57 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
                         .1
                         .append(data);
                 });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let time = *entry.key();
-                    let (cap, partials) = entry.remove();
-                    for (key, _, partial) in partials {
-                        match state.get_mut(&key) {
-                            Some((acc, _)) => agg.merge(acc, partial),
-                            None => {
-                                state.insert(key.clone(), (partial, 0));
+                // Folds in the partials of the times the frontier has passed, below `limit`.
+                macro_rules! fold {
+                    ($limit:expr) => {
+                        while let Some(entry) = pending.first_entry() {
+                            let time = *entry.key();
+                            if frontier.less_equal(&time) || time >= $limit {
+                                break;
+                            }
+                            let (cap, partials) = entry.remove();
+                            for (key, _, partial) in partials {
+                                match state.get_mut(&key) {
+                                    Some((acc, _)) => agg.merge(acc, partial),
+                                    None => {
+                                        state.insert(key.clone(), (partial, 0));
+                                    }
+                                }
+                                changed.insert(key);
+                            }
+                            let mut session = output.session(&cap);
+                            for key in changed.drain() {
+                                let (acc, revision) =
+                                    state.get_mut(&key).expect("changed keys exist");
+                                session.give(KeyedUpdate {
+                                    key,
+                                    value: agg.finish(acc),
+                                    revision: *revision,
+                                    time,
+                                });
+                                *revision += 1;
                             }
                         }
-                        changed.insert(key);
+                    };
+                }
+                // A pending checkpoint sees the partials below its cut, and only those.
+                let cut = checkpointer.as_ref().and_then(|c| c.pending());
+                fold!(cut.unwrap_or(Time::MAX));
+                let Some(c) = checkpointer.as_mut() else { return };
+                let saving = cut.is_some_and(|cut| frontier.frontier().iter().all(|&f| f >= cut));
+                let ended = frontier.frontier().is_empty();
+                if saving || ended {
+                    let snapshot: Vec<_> =
+                        state.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let saved = if ended { c.finish(&snapshot) } else { c.save(&snapshot) };
+                    if let Err(error) = saved {
+                        job.state.fail(error);
                     }
-                    let mut session = output.session(&cap);
-                    for key in changed.drain() {
-                        let (acc, revision) = state.get_mut(&key).expect("changed keys exist");
-                        session.give(KeyedUpdate {
-                            key,
-                            value: agg.finish(acc),
-                            revision: *revision,
-                            time,
-                        });
-                        *revision += 1;
+                    if ended {
+                        checkpointer = None;
                     }
                 }
+                fold!(Time::MAX);
             }
         })
     }

@@ -23,19 +23,25 @@ const INPUT: &[&str] = &[
     "job.readings.pace.rate=150000",
 ];
 
+/// `iot-stats` over [`INPUT`] into Parquet files in `out`.
 fn args(out: &Path, checkpoints: Option<&Path>, workers: usize) -> Vec<String> {
-    let input: Vec<String> = INPUT.iter().map(|s| s.to_string()).collect();
-    args_with(input, out, checkpoints, workers)
+    let output = parquet_output(out, "roll = { max_rows = 400 }");
+    job_args(input(), output, checkpoints, workers)
 }
 
-fn args_with(
+fn input() -> Vec<String> {
+    INPUT.iter().map(|s| s.to_string()).collect()
+}
+
+/// `args`, then the `output` setting, the worker count and, with `checkpoints`, a checkpoint
+/// every 150 ms into that directory.
+fn job_args(
     mut args: Vec<String>,
-    out: &Path,
+    output: String,
     checkpoints: Option<&Path>,
     workers: usize,
 ) -> Vec<String> {
-    args.extend(["--set".into(), parquet_output(out, "roll = { max_rows = 400 }")]);
-    args.extend(["--workers".into(), workers.to_string()]);
+    args.extend(["--set".into(), output, "--workers".into(), workers.to_string()]);
     if let Some(dir) = checkpoints {
         args.extend([
             "--set".into(),
@@ -65,9 +71,9 @@ fn assert_same_rows(got: &[Value], expected: &[Value], context: &str) {
     assert_eq!(got.len(), expected.len(), "{context}: row count");
 }
 
-fn run_to_end(args: &[String]) {
+fn run_to_end(job: &str, args: &[String]) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_job("iot-stats", &args);
+    let out = run_job(job, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -84,26 +90,32 @@ impl Moments {
     }
 }
 
-/// Kills the job started with `args` at random moments until it has been killed `kills`
-/// times (or ends by itself); returns how often it was killed.
-fn crash_repeatedly(args: &[String], moments: &mut Moments, chk: &Path, kills: usize) -> usize {
+/// Kills `job` started with `args` at random moments until it has been killed `kills` times
+/// (or ends by itself); returns how often it was killed.
+fn crash_repeatedly(
+    job: &str,
+    args: &[String],
+    moments: &mut Moments,
+    chk: &Path,
+    kills: usize,
+) -> usize {
     let mut killed = 0;
     while killed < kills {
-        let before = latest_checkpoint(chk);
-        if !kill_after(args, chk, moments.next_delay()) {
+        let before = latest_checkpoint(chk, job);
+        if !kill_after(job, args, chk, moments.next_delay()) {
             break;
         }
         killed += 1;
-        eprintln!("kill {killed}: checkpoint {before} -> {}", latest_checkpoint(chk));
+        eprintln!("kill {killed}: checkpoint {before} -> {}", latest_checkpoint(chk, job));
     }
     killed
 }
 
-/// Starts the job with `args` and kills it with SIGKILL `delay` after it has completed a
+/// Starts `job` with `args` and kills it with SIGKILL `delay` after it has completed a
 /// checkpoint beyond those in `chk`, unless it ends first; returns whether it was killed.
-fn kill_after(args: &[String], chk: &Path, delay: Duration) -> bool {
-    let before = latest_checkpoint(chk);
-    let mut child = job_command("iot-stats", &args.iter().map(String::as_str).collect::<Vec<_>>())
+fn kill_after(job: &str, args: &[String], chk: &Path, delay: Duration) -> bool {
+    let before = latest_checkpoint(chk, job);
+    let mut child = job_command(job, &args.iter().map(String::as_str).collect::<Vec<_>>())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -119,7 +131,7 @@ fn kill_after(args: &[String], chk: &Path, delay: Duration) -> bool {
                 Some(true)
             }
             None => {
-                if moment.is_none() && latest_checkpoint(chk) > before {
+                if moment.is_none() && latest_checkpoint(chk, job) > before {
                     moment = Some(Instant::now() + delay);
                 }
                 moment.is_some_and(|m| Instant::now() >= m).then_some(false)
@@ -133,9 +145,9 @@ fn kill_after(args: &[String], chk: &Path, delay: Duration) -> bool {
     !ended
 }
 
-/// The number of the latest complete checkpoint (0: none).
-fn latest_checkpoint(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir.join("iot-stats")) else { return 0 };
+/// The number of the latest complete checkpoint of `job` (0: none).
+fn latest_checkpoint(dir: &Path, job: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir.join(job)) else { return 0 };
     entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("MANIFEST.json").exists())
@@ -148,20 +160,21 @@ fn latest_checkpoint(dir: &Path) -> u64 {
 fn killed_at_random_moments_and_restarted_the_output_is_exactly_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let reference = dir.path().join("reference");
-    run_to_end(&args(&reference, None, 1));
+    run_to_end("iot-stats", &args(&reference, None, 1));
     let expected = rows(&reference);
     assert!(expected.len() > 400, "{} rows", expected.len());
 
     let out = dir.path().join("out");
     let chk = dir.path().join("chk");
     let seed = 0x5eed_2026_u64;
-    let kills = crash_repeatedly(&args(&out, Some(&chk), 2), &mut Moments(seed, 400), &chk, 6);
+    let kills =
+        crash_repeatedly("iot-stats", &args(&out, Some(&chk), 2), &mut Moments(seed, 400), &chk, 6);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
-    run_to_end(&args(&out, Some(&chk), 2));
+    run_to_end("iot-stats", &args(&out, Some(&chk), 2));
     assert_same_rows(&rows(&out), &expected, &format!("after {kills} kills (seed {seed:#x})"));
 
     // The job is finished: running it again restores the last checkpoint and adds nothing.
-    run_to_end(&args(&out, Some(&chk), 2));
+    run_to_end("iot-stats", &args(&out, Some(&chk), 2));
     assert_same_rows(&rows(&out), &expected, "a finished job run again");
 }
 
@@ -169,7 +182,7 @@ fn killed_at_random_moments_and_restarted_the_output_is_exactly_once() {
 fn a_restart_with_another_worker_count_gives_the_same_output() {
     let dir = tempfile::tempdir().expect("temp dir");
     let reference = dir.path().join("reference");
-    run_to_end(&args(&reference, None, 2));
+    run_to_end("iot-stats", &args(&reference, None, 2));
     let expected = rows(&reference);
 
     let out = dir.path().join("out");
@@ -177,25 +190,114 @@ fn a_restart_with_another_worker_count_gives_the_same_output() {
     // One worker, killed after some checkpoints; then two workers; then one again.
     let mut moments = Moments(0xdead_beef, 400);
     for workers in [1, 2] {
-        let start = latest_checkpoint(&chk);
-        assert!(kill_after(&args(&out, Some(&chk), workers), &chk, moments.next_delay()));
-        assert!(latest_checkpoint(&chk) > start, "a checkpoint completed with {workers} worker(s)");
+        let start = latest_checkpoint(&chk, "iot-stats");
+        let job = args(&out, Some(&chk), workers);
+        assert!(kill_after("iot-stats", &job, &chk, moments.next_delay()));
+        let end = latest_checkpoint(&chk, "iot-stats");
+        assert!(end > start, "a checkpoint completed with {workers} worker(s)");
     }
-    run_to_end(&args(&out, Some(&chk), 1));
+    run_to_end("iot-stats", &args(&out, Some(&chk), 1));
     assert_same_rows(&rows(&out), &expected, "restarted with 1, 2, then 1 worker");
 }
 
-/// A reading as JSON: `n` decides the device (of 50) and the event time (10 per ms).
+/// Session windows, a keyed aggregate and a left outer interval join (the `stateful-mix`
+/// test job) killed at random moments with 2 workers, finished with 1: the same rows as a
+/// crash-free run.
+#[test]
+fn sessions_keyed_aggregates_and_interval_joins_recover_exactly() {
+    const JOB: &str = "stateful-mix";
+    let job_args = |out: &Path, chk: Option<&Path>, workers: usize| {
+        let output = format!(
+            "job.output={{ kind = \"parquet\", path = \"{}\", roll = {{ max_rows = 2000 }} }}",
+            out.display()
+        );
+        job_args(input(), output, chk, workers)
+    };
+    let rows = |dir: &Path| {
+        let sql = "SELECT kind, key, start, \"end\", count, max, revision FROM t ORDER BY ALL";
+        read_parquet(dir, Some(sql))["query"].as_array().expect("query rows").clone()
+    };
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let reference = dir.path().join("reference");
+    run_to_end(JOB, &job_args(&reference, None, 2));
+    let expected = rows(&reference);
+    for kind in ["session", "keyed", "interval"] {
+        let n = expected.iter().filter(|r| r["kind"] == kind).count();
+        assert!(n > 1000, "{n} {kind} rows");
+    }
+    assert!(
+        expected.iter().any(|r| r["kind"] == "interval" && r["count"] == 0),
+        "some left records are unmatched (outer rows)"
+    );
+
+    let out = dir.path().join("out");
+    let chk = dir.path().join("chk");
+    let seed = 0x0b5e_55ed_u64;
+    let kills =
+        crash_repeatedly(JOB, &job_args(&out, Some(&chk), 2), &mut Moments(seed, 400), &chk, 5);
+    assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
+    run_to_end(JOB, &job_args(&out, Some(&chk), 1));
+    assert_same_rows(&rows(&out), &expected, &format!("after {kills} kills (seed {seed:#x})"));
+}
+
+/// A reading as JSON: `n` decides the device (of 50, at 5 sites) and the event time (10 per
+/// ms, from a whole second on).
 fn reading(n: u64) -> Vec<u8> {
-    let device = n % 50;
-    let ts = 1_767_225_600_000 + n / 10;
-    format!(r#"{{"device":{device},"site":1,"sensor":"humidity","value":{}.5,"ts":{ts}}}"#, n % 7)
+    let (device, ts, value) = reading_of(n);
+    let site = device % 5;
+    format!(r#"{{"device":{device},"site":{site},"sensor":"humidity","value":{value},"ts":{ts}}}"#)
         .into_bytes()
 }
 
+const BASE_TS: u64 = 1_767_225_600_000;
+
+fn reading_of(n: u64) -> (u64, u64, f64) {
+    (n % 50, BASE_TS + n / 10, (n % 7) as f64 + 0.5)
+}
+
+/// Every row of `iot-deviation`'s output, in a fixed order.
+fn deviation_rows(dir: &Path) -> Vec<Value> {
+    let sql = "SELECT device, site, CAST(epoch_ms(window_start) AS BIGINT) AS start, count, mean, \
+               site_count, site_mean FROM t ORDER BY device, start";
+    let read = read_parquet(dir, Some(sql));
+    read["query"].as_array().expect("query rows").clone()
+}
+
+/// The deviation rows of the first `records` readings, computed naively: per device and
+/// second, and per site and second, the count and the mean.
+fn naive_deviations(records: u64) -> Vec<Value> {
+    use std::collections::BTreeMap;
+    let mut devices: BTreeMap<(u64, u64), (u64, f64)> = BTreeMap::new();
+    let mut sites: BTreeMap<(u64, u64), (u64, f64)> = BTreeMap::new();
+    for n in 0..records {
+        let (device, ts, value) = reading_of(n);
+        let start = ts / 1000 * 1000;
+        for (map, key) in [(&mut devices, device), (&mut sites, device % 5)] {
+            let entry = map.entry((key, start)).or_default();
+            entry.0 += 1;
+            entry.1 += value;
+        }
+    }
+    let round = |x: f64| (x * 1e4).round() / 1e4;
+    (devices.iter())
+        .map(|(&(device, start), &(count, sum))| {
+            let (site_count, site_sum) = sites[&(device % 5, start)];
+            serde_json::json!({
+                "device": device, "site": device % 5, "start": start, "count": count,
+                "mean": round(sum / count as f64), "site_count": site_count,
+                "site_mean": round(site_sum / site_count as f64),
+            })
+        })
+        .collect()
+}
+
+/// Kafka on Tansu → per-device and per-site windows → window join → Parquet, killed at
+/// random moments; checked against a naive recomputation and a crash-free run.
 #[test]
-fn kafka_to_parquet_killed_at_random_moments_is_exactly_once() {
+fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
     const RECORDS: u64 = 300_000;
+    const JOB: &str = "iot-deviation";
     let tansu = Tansu::durable();
     tansu.create_topic("readings", 4);
     tansu.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
@@ -210,24 +312,35 @@ fn kafka_to_parquet_killed_at_random_moments_is_exactly_once() {
         "--set".to_owned(),
         "job.window=\"1s\"".to_owned(),
     ];
+    let job_args = |out: &Path, chk: Option<&Path>, workers: usize| {
+        let output = format!(
+            "job.output={{ kind = \"parquet\", path = \"{}\", timestamp_columns = \
+             [\"window_start\"], roll = {{ max_rows = 400 }} }}",
+            out.display()
+        );
+        job_args(input.clone(), output, chk, workers)
+    };
 
     let dir = tempfile::tempdir().expect("temp dir");
     let reference = dir.path().join("reference");
-    run_to_end(&args_with(input.clone(), &reference, None, 2));
-    let expected = rows(&reference);
-    let counted: u64 = expected.iter().map(|r| r["count"].as_u64().expect("count")).sum();
-    assert_eq!(counted, RECORDS, "the crash-free run counts every reading once");
+    run_to_end(JOB, &job_args(&reference, None, 2));
+    let expected = deviation_rows(&reference);
+    assert_same_rows(&expected, &naive_deviations(RECORDS), "the crash-free run");
 
     let out = dir.path().join("out");
     let chk = dir.path().join("chk");
-    let job = args_with(input.clone(), &out, Some(&chk), 2);
     let seed = 0x4b61_666b_u64;
-    let kills = crash_repeatedly(&job, &mut Moments(seed, 150), &chk, 5);
+    let kills =
+        crash_repeatedly(JOB, &job_args(&out, Some(&chk), 2), &mut Moments(seed, 150), &chk, 5);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
     // Finish with one worker: partitions are matched by topic and number, so the restore
     // does not depend on the worker count.
-    run_to_end(&args_with(input, &out, Some(&chk), 1));
-    assert_same_rows(&rows(&out), &expected, &format!("after {kills} kills (seed {seed:#x})"));
+    run_to_end(JOB, &job_args(&out, Some(&chk), 1));
+    assert_same_rows(
+        &deviation_rows(&out),
+        &expected,
+        &format!("after {kills} kills (seed {seed:#x})"),
+    );
     // Offsets reach the group as checkpoints complete; after the last, the whole topic.
     let committed = tansu.committed("crash", "readings", 4);
     assert_eq!(committed, Some(RECORDS as i64), "offsets committed by the last checkpoint");

@@ -15,14 +15,19 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
-use tributary_runtime::{job_context, Data, EventTime, Events, Granularity, Time, Timestamped};
+use tributary_runtime::{
+    job_context, Checkpointer, Data, EventTime, Events, Granularity, Time, Timestamped,
+};
 
-use super::{too_late, HeldCapabilities, Joined, Joins};
+use super::{HeldCapabilities, Joined, Joins};
 use crate::key_by::{key_hash, Keyed};
 use crate::window::instrument;
 
@@ -101,6 +106,7 @@ impl<'scope, K: Data + Hash + Eq, L: Data + Timestamped> Keyed<'scope, K, L> {
 }
 
 /// One stored record.
+#[derive(Clone, Serialize, Deserialize)]
 struct Row<V> {
     ts: EventTime,
     value: V,
@@ -143,6 +149,14 @@ impl<K: Hash + Eq + Clone, V> Side<K, V> {
             entry.visit = Some(at);
             self.visits.entry(at).or_default().push(key);
         }
+    }
+
+    /// Each key's stored records, for a checkpoint.
+    fn snapshot(&self) -> SideState<K, V>
+    where
+        V: Clone,
+    {
+        self.keys.iter().map(|(k, rows)| (k.clone(), rows.rows.clone())).collect()
     }
 
     /// Frees the rows whose expiry the other side's `frontier` has reached, passing each to
@@ -218,19 +232,10 @@ where
         let IntervalJoin { left, right, lower, upper, left_outer, lateness } = self;
         let (left, right) = (left.into_stream(), right.into_stream());
         let scope = left.scope();
-        let granularity = job_context(&scope).granularity;
+        let job = job_context(&scope);
         let name = format!("interval[{lower}ms, {upper}ms]");
         let (operator, late_dropped) = instrument(&scope, "interval-join", &name, m::LATE_DROPPED);
-        // How far past its own event time a record's pairs can lie.
-        let reach_left = upper.max(0) as u64;
-        let reach_right = lower.min(0).unsigned_abs();
-        // A left row is done when no accepted right record can have b.ts <= a.ts + upper.
-        let (l, ll) = (lateness as i64, reach_right as i64);
-        let left_expiry = move |ts: EventTime| (ts as i64 + upper + ll + l + 1).max(0) as Time;
-        let lr = reach_left as i64;
-        let right_expiry = move |ts: EventTime| (ts as i64 - lower + lr + l + 1).max(0) as Time;
 
-        tributary_runtime::checkpoint::unsupported(&scope, &operator);
         let mut builder = OperatorBuilder::new(operator.clone(), scope);
         let mut left_in = builder.new_input(left, Exchange::new(|(k, _): &(K, L)| key_hash(k)));
         let mut right_in = builder.new_input(right, Exchange::new(|(k, _): &(K, R)| key_hash(k)));
@@ -240,120 +245,346 @@ where
         let mut joined_out = OutputBuilder::from(joined_out);
         let mut late_left_out = OutputBuilder::from(late_left_out);
         let mut late_right_out = OutputBuilder::from(late_right_out);
+        let address = builder.operator_info().address;
 
-        builder.build(move |_capabilities| {
-            let mut lefts: Side<K, L> = Side::new();
-            let mut rights: Side<K, R> = Side::new();
-            // For the outer rows of unmatched left records.
-            let mut held = HeldCapabilities::new();
+        builder.build(move |mut capabilities| {
+            let mut state = State {
+                lefts: Side::new(),
+                rights: Side::new(),
+                held: HeldCapabilities::new(),
+                bounds: Bounds { lower, upper, lateness, granularity: job.granularity },
+                left_outer,
+            };
+            let mut checkpointer = Checkpointer::register(&scope, &operator, &address);
+            if let Some(c) = &checkpointer {
+                if let Err(error) = state.restore(c, &capabilities[0]) {
+                    job.state.fail(error);
+                }
+            }
+            capabilities.clear();
+            // Records at or after a pending checkpoint's cut, joined once the state is saved.
+            let mut stash_left: Stash<(K, L)> = Vec::new();
+            let mut stash_right: Stash<(K, R)> = Vec::new();
             let mut too_late_left: Vec<(K, L)> = Vec::new();
             let mut too_late_right: Vec<(K, R)> = Vec::new();
+            let mut results = Vec::new();
             move |frontiers| {
                 let mut joined_out = joined_out.activate();
                 let mut late_left_out = late_left_out.activate();
                 let mut late_right_out = late_right_out.activate();
+                let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
+                    if !results.is_empty() {
+                        joined_out.session(cap).give_container(results);
+                        results.clear();
+                    }
+                };
+                let cut = checkpointer.as_ref().and_then(|c| c.pending());
 
-                left_in.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return data.clear() };
-                    let mut session = joined_out.session(&cap);
-                    for (key, a) in data.drain(..) {
-                        let ts = a.event_time();
-                        if too_late(time, granularity.quantize(ts), ts, reach_left, lateness) {
-                            too_late_left.push((key, a));
-                            continue;
-                        }
-                        let mut matched = false;
-                        if let Some(rows) = rights.rows(&key) {
-                            let (from, to) = (ts as i64 + lower, ts as i64 + upper);
-                            for b in rows.iter_mut() {
-                                if (from..=to).contains(&(b.ts as i64)) {
-                                    b.matched = true;
-                                    matched = true;
-                                    session.give(Joined {
-                                        key: key.clone(),
-                                        left: a.clone(),
-                                        right: Some(b.value.clone()),
-                                    });
-                                }
+                // Each side the same way: hold back batches at or after a pending cut (after
+                // splitting off the too-late records), join the others at once.
+                macro_rules! read {
+                    ($input:ident, $absorb:ident, $reach:ident, $stash:ident, $too_late:ident,
+                     $late_out:ident, $name:literal) => {
+                        $input.for_each(|cap, data| {
+                            let Some(held) = cap.retain_least(0) else { return data.clear() };
+                            let time = *held.time();
+                            if cut.is_some_and(|cut| time >= cut) {
+                                let reach = state.bounds.$reach();
+                                state.bounds.split_late(time, reach, data, &mut $too_late);
+                                $stash.push((held, std::mem::take(data)));
+                            } else {
+                                state.$absorb(&held, data, &mut $too_late, &mut results);
+                                emit(&held, &mut results);
                             }
-                        }
-                        if left_outer {
-                            held.hold(time, || cap.delayed(&time, 0));
-                        }
-                        let row = Row { ts, value: a, time, matched };
-                        lefts.insert(key, row, left_expiry(ts), granularity);
-                    }
-                    drop(session);
-                    if !too_late_left.is_empty() {
-                        late_dropped.increment(too_late_left.len() as u64);
-                        tracing::debug!(operator = %operator, time, side = "left",
-                            records = too_late_left.len(), "records too late for the join");
-                        late_left_out.session(&cap).give_container(&mut too_late_left);
-                        too_late_left.clear();
-                    }
-                });
-
-                right_in.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return data.clear() };
-                    let mut session = joined_out.session(&cap);
-                    for (key, b) in data.drain(..) {
-                        let ts = b.event_time();
-                        if too_late(time, granularity.quantize(ts), ts, reach_right, lateness) {
-                            too_late_right.push((key, b));
-                            continue;
-                        }
-                        if let Some(rows) = lefts.rows(&key) {
-                            let (from, to) = (ts as i64 - upper, ts as i64 - lower);
-                            for a in rows.iter_mut() {
-                                if (from..=to).contains(&(a.ts as i64)) {
-                                    a.matched = true;
-                                    session.give(Joined {
-                                        key: key.clone(),
-                                        left: a.value.clone(),
-                                        right: Some(b.clone()),
-                                    });
-                                }
+                            if !$too_late.is_empty() {
+                                late_dropped.increment($too_late.len() as u64);
+                                tracing::debug!(operator = %operator, time, side = $name,
+                                    records = $too_late.len(), "records too late for the join");
+                                $late_out.session(&cap).give_container(&mut $too_late);
+                                $too_late.clear();
                             }
-                        }
-                        let row = Row { ts, value: b, time, matched: false };
-                        rights.insert(key, row, right_expiry(ts), granularity);
-                    }
-                    drop(session);
-                    if !too_late_right.is_empty() {
-                        late_dropped.increment(too_late_right.len() as u64);
-                        tracing::debug!(operator = %operator, time, side = "right",
-                            records = too_late_right.len(), "records too late for the join");
-                        late_right_out.session(&cap).give_container(&mut too_late_right);
-                        too_late_right.clear();
-                    }
-                });
+                        })
+                    };
+                }
+                read!(
+                    left_in,
+                    absorb_left,
+                    reach_left,
+                    stash_left,
+                    too_late_left,
+                    late_left_out,
+                    "left"
+                );
+                read!(
+                    right_in,
+                    absorb_right,
+                    reach_right,
+                    stash_right,
+                    too_late_right,
+                    late_right_out,
+                    "right"
+                );
 
                 let frontier = |i: usize| frontiers[i].frontier().first().copied();
-                let right_frontier = frontier(1).unwrap_or(Time::MAX);
-                let mut outer_rows: Vec<(Time, Joined<K, L, R>)> = Vec::new();
-                lefts.expire(right_frontier, granularity, left_expiry, |key, row| {
-                    if left_outer {
-                        if !row.matched {
-                            let joined = Joined { key: key.clone(), left: row.value, right: None };
-                            outer_rows.push((row.time, joined));
-                        } else {
-                            held.release(row.time);
-                        }
+                let (left, right) =
+                    (frontier(0).unwrap_or(Time::MAX), frontier(1).unwrap_or(Time::MAX));
+                // While a cut is pending the operator acts as if the frontiers stood at it.
+                let limit = cut.unwrap_or(Time::MAX);
+                state.expire(left.min(limit), right.min(limit), &mut emit);
+                let Some(c) = checkpointer.as_mut() else { return };
+                if let Some(cut) = cut.filter(|&cut| left >= cut && right >= cut) {
+                    state.lift(cut);
+                    if let Err(error) = c.save(&state.snapshot()) {
+                        job.state.fail(error);
                     }
-                });
-                outer_rows.sort_by_key(|(time, _)| *time);
-                for (time, joined) in outer_rows {
-                    joined_out.session(held.get(time)).give(joined);
-                    held.release(time);
+                    // Stashed batches hold no too-late records any more.
+                    let mut none = Vec::new();
+                    for (held, mut data) in stash_left.drain(..) {
+                        state.absorb_left(&held, &mut data, &mut none, &mut results);
+                        emit(&held, &mut results);
+                    }
+                    let mut none = Vec::new();
+                    for (held, mut data) in stash_right.drain(..) {
+                        state.absorb_right(&held, &mut data, &mut none, &mut results);
+                        emit(&held, &mut results);
+                    }
+                    state.expire(left, right, &mut emit);
                 }
-                rights.expire(
-                    frontier(0).unwrap_or(Time::MAX),
-                    granularity,
-                    right_expiry,
-                    |_, _| {},
-                );
+                if frontiers.iter().all(|f| f.is_empty()) {
+                    if let Err(error) = c.finish(&state.snapshot()) {
+                        job.state.fail(error);
+                    }
+                    checkpointer = None;
+                }
             }
         });
         Joins { joined, late_left, late_right }
+    }
+}
+
+/// The interval, the allowed lateness and what follows from them.
+#[derive(Clone, Copy)]
+struct Bounds {
+    lower: i64,
+    upper: i64,
+    lateness: u64,
+    granularity: Granularity,
+}
+
+impl Bounds {
+    /// How far past its own event time a left record's pairs can lie.
+    fn reach_left(&self) -> u64 {
+        self.upper.max(0) as u64
+    }
+
+    /// How far past its own event time a right record's pairs can lie.
+    fn reach_right(&self) -> u64 {
+        self.lower.min(0).unsigned_abs()
+    }
+
+    /// A left row is done when no accepted right record can have `b.ts <= a.ts + upper`:
+    /// once the right frontier reaches this.
+    fn left_expiry(&self) -> impl Fn(EventTime) -> Time {
+        let shift = self.upper + self.reach_right() as i64 + self.lateness as i64 + 1;
+        move |ts| (ts as i64 + shift).max(0) as Time
+    }
+
+    /// A right row is done once the left frontier reaches this.
+    fn right_expiry(&self) -> impl Fn(EventTime) -> Time {
+        let shift = -self.lower + self.reach_left() as i64 + self.lateness as i64 + 1;
+        move |ts| (ts as i64 + shift).max(0) as Time
+    }
+
+    /// Moves the records of a batch read at `time` that are too late to `too_late`.
+    fn split_late<K, V: Timestamped>(
+        &self,
+        time: Time,
+        reach: u64,
+        data: &mut Vec<(K, V)>,
+        too_late: &mut Vec<(K, V)>,
+    ) {
+        let late = |v: &V| {
+            let ts = v.event_time();
+            super::too_late(time, self.granularity.quantize(ts), ts, reach, self.lateness)
+        };
+        if data.iter().any(|(_, v)| late(v)) {
+            let (kept, late): (Vec<_>, Vec<_>) = data.drain(..).partition(|(_, v)| !late(v));
+            *data = kept;
+            too_late.extend(late);
+        }
+    }
+}
+
+/// One side's saved rows: each key's stored records.
+type SideState<K, V> = Vec<(K, Vec<Row<V>>)>;
+
+/// The stored records of both sides on one worker.
+struct State<K, L, R> {
+    lefts: Side<K, L>,
+    rights: Side<K, R>,
+    /// For the outer rows of unmatched left records.
+    held: HeldCapabilities,
+    bounds: Bounds,
+    left_outer: bool,
+}
+
+impl<K, L, R> State<K, L, R>
+where
+    K: Data + Hash + Eq,
+    L: Data + Timestamped,
+    R: Data + Timestamped,
+{
+    /// Matches a batch of left records read at `cap` with the stored right records, then
+    /// stores them; too-late records go to `too_late`.
+    fn absorb_left(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, L)>,
+        too_late: &mut Vec<(K, L)>,
+        results: &mut Vec<Joined<K, L, R>>,
+    ) {
+        let time = *cap.time();
+        let Bounds { lower, upper, lateness, granularity } = self.bounds;
+        let (reach, expiry) = (self.bounds.reach_left(), self.bounds.left_expiry());
+        for (key, a) in data.drain(..) {
+            let ts = a.event_time();
+            if super::too_late(time, granularity.quantize(ts), ts, reach, lateness) {
+                too_late.push((key, a));
+                continue;
+            }
+            let mut matched = false;
+            if let Some(rows) = self.rights.rows(&key) {
+                let (from, to) = (ts as i64 + lower, ts as i64 + upper);
+                for b in rows.iter_mut().filter(|b| (from..=to).contains(&(b.ts as i64))) {
+                    b.matched = true;
+                    matched = true;
+                    let right = Some(b.value.clone());
+                    results.push(Joined { key: key.clone(), left: a.clone(), right });
+                }
+            }
+            if self.left_outer {
+                self.held.hold(time, || cap.clone());
+            }
+            let row = Row { ts, value: a, time, matched };
+            self.lefts.insert(key, row, expiry(ts), granularity);
+        }
+    }
+
+    /// Matches a batch of right records read at `cap` with the stored left records, then
+    /// stores them; too-late records go to `too_late`.
+    fn absorb_right(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, R)>,
+        too_late: &mut Vec<(K, R)>,
+        results: &mut Vec<Joined<K, L, R>>,
+    ) {
+        let time = *cap.time();
+        let Bounds { lower, upper, lateness, granularity } = self.bounds;
+        let (reach, expiry) = (self.bounds.reach_right(), self.bounds.right_expiry());
+        for (key, b) in data.drain(..) {
+            let ts = b.event_time();
+            if super::too_late(time, granularity.quantize(ts), ts, reach, lateness) {
+                too_late.push((key, b));
+                continue;
+            }
+            if let Some(rows) = self.lefts.rows(&key) {
+                let (from, to) = (ts as i64 - upper, ts as i64 - lower);
+                for a in rows.iter_mut().filter(|a| (from..=to).contains(&(a.ts as i64))) {
+                    a.matched = true;
+                    let left = a.value.clone();
+                    results.push(Joined { key: key.clone(), left, right: Some(b.clone()) });
+                }
+            }
+            let row = Row { ts, value: b, time, matched: false };
+            self.rights.insert(key, row, expiry(ts), granularity);
+        }
+    }
+
+    /// Frees the left rows the right frontier has passed (emitting the outer rows of
+    /// unmatched ones) and the right rows the left frontier has passed.
+    fn expire(
+        &mut self,
+        left_frontier: Time,
+        right_frontier: Time,
+        emit: &mut impl FnMut(&Capability<Time>, &mut Vec<Joined<K, L, R>>),
+    ) {
+        let granularity = self.bounds.granularity;
+        let (left_outer, held) = (self.left_outer, &mut self.held);
+        let mut outer_rows: Vec<(Time, Joined<K, L, R>)> = Vec::new();
+        self.lefts.expire(right_frontier, granularity, self.bounds.left_expiry(), |key, row| {
+            if left_outer {
+                if !row.matched {
+                    let joined = Joined { key: key.clone(), left: row.value, right: None };
+                    outer_rows.push((row.time, joined));
+                } else {
+                    held.release(row.time);
+                }
+            }
+        });
+        outer_rows.sort_by_key(|(time, _)| *time);
+        let mut results = Vec::new();
+        let mut rows = outer_rows.into_iter().peekable();
+        while let Some((time, joined)) = rows.next() {
+            results.push(joined);
+            if rows.peek().is_none_or(|(next, _)| *next != time) {
+                let count = results.len();
+                emit(held.get(time), &mut results);
+                for _ in 0..count {
+                    held.release(time);
+                }
+            }
+        }
+        self.rights.expire(left_frontier, granularity, self.bounds.right_expiry(), |_, _| {});
+    }
+
+    /// Before a save at `cut`: the left rows read before it wait for their outer rows at the
+    /// cut instead, so that the operator holds no capability below it.
+    fn lift(&mut self, cut: Time) {
+        if self.left_outer {
+            self.held.lift(cut);
+            for rows in self.lefts.keys.values_mut() {
+                for row in &mut rows.rows {
+                    row.time = row.time.max(cut);
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> (SideState<K, L>, SideState<K, R>) {
+        (self.lefts.snapshot(), self.rights.snapshot())
+    }
+
+    /// Takes back the keys this worker owns from every saved part. Left rows of an outer join
+    /// hold `initial` delayed to the cut for their outer rows.
+    fn restore(
+        &mut self,
+        checkpointer: &Checkpointer,
+        initial: &Capability<Time>,
+    ) -> Result<(), tributary_runtime::Error> {
+        let Some(restore) = checkpointer.restore::<(SideState<K, L>, SideState<K, R>)>()? else {
+            return Ok(());
+        };
+        let bounds = self.bounds;
+        let (left_expiry, right_expiry) = (bounds.left_expiry(), bounds.right_expiry());
+        for (lefts, rights) in restore.states {
+            for (key, rows) in lefts.into_iter().filter(|(k, _)| checkpointer.owns(key_hash(k))) {
+                for mut row in rows {
+                    row.time = row.time.max(restore.cut);
+                    if self.left_outer {
+                        self.held.hold(row.time, || initial.delayed(&row.time));
+                    }
+                    let expiry = left_expiry(row.ts);
+                    self.lefts.insert(key.clone(), row, expiry, bounds.granularity);
+                }
+            }
+            for (key, rows) in rights.into_iter().filter(|(k, _)| checkpointer.owns(key_hash(k))) {
+                for row in rows {
+                    let expiry = right_expiry(row.ts);
+                    self.rights.insert(key.clone(), row, expiry, bounds.granularity);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -130,6 +130,16 @@ impl HeldCapabilities {
         &self.held.get(&time).expect("a capability is held for every pending record").0
     }
 
+    /// Moves every hold below `cut` to `cut`.
+    pub(crate) fn lift(&mut self, cut: Time) {
+        let above = self.held.split_off(&cut);
+        let below = std::mem::replace(&mut self.held, above);
+        let Some((cap, _)) = below.values().next() else { return };
+        let lifted = cap.delayed(&cut);
+        let count: usize = below.values().map(|(_, n)| n).sum();
+        self.held.entry(cut).or_insert_with(|| (lifted, 0)).1 += count;
+    }
+
     /// Releases one record's hold at `time`.
     pub(crate) fn release(&mut self, time: Time) {
         if let Some(entry) = self.held.get_mut(&time) {

@@ -18,9 +18,12 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
+use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
-use tributary_runtime::{job_context, Data, EventTime, Events, Time, Timestamped};
+use tributary_runtime::{
+    job_context, Checkpointer, Data, EventTime, Events, Granularity, Time, Timestamped,
+};
 
 use super::{JoinKind, Joins};
 use crate::key_by::{key_hash, Keyed};
@@ -132,13 +135,11 @@ where
         let WindowJoin { left, right, assigner, kind, lateness } = self;
         let (left, right) = (left.into_stream(), right.into_stream());
         let scope = left.scope();
-        let granularity = job_context(&scope).granularity;
+        let job = job_context(&scope);
         let name = assigner.describe();
         let (operator, late_dropped) = instrument(&scope, "window-join", &name, m::LATE_DROPPED);
         let late_updates = instrument(&scope, "window-join", &name, m::LATE_UPDATES).1;
-        let outer = kind != JoinKind::Inner;
 
-        tributary_runtime::checkpoint::unsupported(&scope, &operator);
         let mut builder = OperatorBuilder::new(operator.clone(), scope);
         let mut left_in = builder.new_input(left, Exchange::new(|(k, _): &(K, L)| key_hash(k)));
         let mut right_in = builder.new_input(right, Exchange::new(|(k, _): &(K, R)| key_hash(k)));
@@ -148,154 +149,334 @@ where
         let mut joined_out = OutputBuilder::from(joined_out);
         let mut late_left_out = OutputBuilder::from(late_left_out);
         let mut late_right_out = OutputBuilder::from(late_right_out);
+        let address = builder.operator_info().address;
 
-        builder.build(move |_capabilities| {
-            let mut slots: BTreeMap<(Time, Time), Slot<K, L, R>> = BTreeMap::new();
-            let mut windows: Vec<Window> = Vec::new();
+        builder.build(move |mut capabilities| {
+            let mut state = State {
+                slots: BTreeMap::new(),
+                windows: Vec::new(),
+                assigner,
+                lateness,
+                kind,
+                granularity: job.granularity,
+            };
+            let mut checkpointer = Checkpointer::register(&scope, &operator, &address);
+            if let Some(c) = &checkpointer {
+                if let Err(error) = state.restore(c, &capabilities[0]) {
+                    job.state.fail(error);
+                }
+            }
+            capabilities.clear();
+            // Records at or after a pending checkpoint's cut, joined once the state is saved.
+            let mut stash_left: Stash<(K, L)> = Vec::new();
+            let mut stash_right: Stash<(K, R)> = Vec::new();
             let mut too_late_left: Vec<(K, L)> = Vec::new();
             let mut too_late_right: Vec<(K, R)> = Vec::new();
+            let mut results = Vec::new();
             move |frontiers| {
                 let mut joined_out = joined_out.activate();
                 let mut late_left_out = late_left_out.activate();
                 let mut late_right_out = late_right_out.activate();
+                let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
+                    if !results.is_empty() {
+                        joined_out.session(cap).give_container(results);
+                        results.clear();
+                    }
+                };
+                let cut = checkpointer.as_ref().and_then(|c| c.pending());
+                let mut accepted_late = 0;
 
-                left_in.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return data.clear() };
-                    let mut session = joined_out.session(&cap);
-                    let mut accepted_late = 0;
-                    for (key, l) in data.drain(..) {
-                        windows.clear();
-                        assigner.assign(l.event_time(), |w| {
-                            if time < w.end.saturating_add(lateness) {
-                                windows.push(w);
+                // Each side the same way: hold back batches at or after a pending cut (after
+                // splitting off the too-late records), join the others at once.
+                macro_rules! read {
+                    ($input:ident, $side:expr, $stash:ident, $too_late:ident, $late_out:ident, $name:literal) => {
+                        $input.for_each(|cap, data| {
+                            let Some(held) = cap.retain_least(0) else { return data.clear() };
+                            let time = *held.time();
+                            if cut.is_some_and(|cut| time >= cut) {
+                                state.split_late(time, data, &mut $too_late);
+                                $stash.push((held, std::mem::take(data)));
+                            } else {
+                                accepted_late +=
+                                    state.absorb(&held, data, $side, &mut $too_late, &mut results);
+                                emit(&held, &mut results);
                             }
-                        });
-                        if windows.is_empty() {
-                            too_late_left.push((key, l));
-                            continue;
-                        }
-                        for &w in &windows {
-                            let slot =
-                                slot(&mut slots, w, time, granularity, |at| cap.delayed(&at, 0));
-                            let (lefts, rights) = slot.keys.entry(key.clone()).or_default();
-                            if slot.fired {
-                                accepted_late += 1;
-                                for r in rights.iter() {
-                                    session.give(pair(&key, w, l.clone(), r.clone()));
-                                }
+                            if !$too_late.is_empty() {
+                                late_dropped.increment($too_late.len() as u64);
+                                tracing::debug!(operator = %operator, time, side = $name,
+                                    records = $too_late.len(), "records too late for every window");
+                                $late_out.session(&cap).give_container(&mut $too_late);
+                                $too_late.clear();
                             }
-                            lefts.push(l.clone());
-                        }
-                    }
-                    drop(session);
-                    late_updates.increment(accepted_late);
-                    if !too_late_left.is_empty() {
-                        late_dropped.increment(too_late_left.len() as u64);
-                        tracing::debug!(operator = %operator, time, side = "left",
-                            records = too_late_left.len(), "records too late for every window");
-                        late_left_out.session(&cap).give_container(&mut too_late_left);
-                        too_late_left.clear();
-                    }
-                });
+                        })
+                    };
+                }
+                read!(left_in, left_side(), stash_left, too_late_left, late_left_out, "left");
+                read!(right_in, right_side(), stash_right, too_late_right, late_right_out, "right");
 
-                right_in.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return data.clear() };
-                    let mut session = joined_out.session(&cap);
-                    let mut accepted_late = 0;
-                    for (key, r) in data.drain(..) {
-                        windows.clear();
-                        assigner.assign(r.event_time(), |w| {
-                            if time < w.end.saturating_add(lateness) {
-                                windows.push(w);
-                            }
-                        });
-                        if windows.is_empty() {
-                            too_late_right.push((key, r));
-                            continue;
-                        }
-                        for &w in &windows {
-                            let slot =
-                                slot(&mut slots, w, time, granularity, |at| cap.delayed(&at, 0));
-                            let (lefts, rights) = slot.keys.entry(key.clone()).or_default();
-                            if slot.fired {
-                                accepted_late += 1;
-                                for l in lefts.iter() {
-                                    session.give(pair(&key, w, l.clone(), r.clone()));
-                                }
-                            }
-                            rights.push(r.clone());
-                        }
-                    }
-                    drop(session);
-                    late_updates.increment(accepted_late);
-                    if !too_late_right.is_empty() {
-                        late_dropped.increment(too_late_right.len() as u64);
-                        tracing::debug!(operator = %operator, time, side = "right",
-                            records = too_late_right.len(), "records too late for every window");
-                        late_right_out.session(&cap).give_container(&mut too_late_right);
-                        too_late_right.clear();
-                    }
-                });
-
-                // The watermark of the join is the earlier of its two inputs' frontiers.
+                // The watermark of the join is the earlier of its two inputs' frontiers; while
+                // a cut is pending the operator acts as if it stood at the cut.
                 let watermark = frontiers
                     .iter()
                     .map(|f| f.frontier().first().copied().unwrap_or(Time::MAX))
                     .min()
                     .unwrap_or(Time::MAX);
-                for (_, slot) in slots.range_mut(..(watermark.saturating_add(1), 0)) {
-                    if slot.fired {
-                        continue;
-                    }
-                    slot.fired = true;
-                    let Some(cap) = slot.cap.take() else { continue };
-                    let mut session = joined_out.session(&cap);
-                    for (key, (lefts, rights)) in &slot.keys {
-                        for l in lefts {
-                            for r in rights {
-                                session.give(pair(key, slot.window, l.clone(), r.clone()));
-                            }
+                state.advance(watermark.min(cut.unwrap_or(Time::MAX)), &mut emit);
+                if let Some(c) = checkpointer.as_mut() {
+                    if let Some(cut) = cut.filter(|&cut| watermark >= cut) {
+                        state.lift(cut);
+                        if let Err(error) = c.save(&state.snapshot()) {
+                            job.state.fail(error);
                         }
+                        // Stashed batches hold no too-late records any more.
+                        let mut none = Vec::new();
+                        for (held, mut data) in stash_left.drain(..) {
+                            accepted_late +=
+                                state.absorb(&held, &mut data, left_side(), &mut none, &mut results);
+                            emit(&held, &mut results);
+                        }
+                        let mut none = Vec::new();
+                        for (held, mut data) in stash_right.drain(..) {
+                            accepted_late +=
+                                state.absorb(&held, &mut data, right_side(), &mut none, &mut results);
+                            emit(&held, &mut results);
+                        }
+                        state.advance(watermark, &mut emit);
                     }
-                    drop(session);
-                    if outer {
-                        slot.cap = Some(cap);
+                    if frontiers.iter().all(|f| f.is_empty()) {
+                        if let Err(error) = c.finish(&state.snapshot()) {
+                            job.state.fail(error);
+                        }
+                        checkpointer = None;
                     }
                 }
-                while let Some(entry) = slots.first_entry() {
-                    if entry.get().window.end.saturating_add(lateness) > watermark {
-                        break;
-                    }
-                    let slot = entry.remove();
-                    if let (true, Some(cap)) = (outer, slot.cap.as_ref()) {
-                        let mut session = joined_out.session(cap);
-                        for (key, (lefts, rights)) in slot.keys {
-                            if rights.is_empty() {
-                                for l in lefts {
-                                    session.give(outer_row(&key, slot.window, Some(l), None));
-                                }
-                            } else if lefts.is_empty() && kind == JoinKind::FullOuter {
-                                for r in rights {
-                                    session.give(outer_row(&key, slot.window, None, Some(r)));
-                                }
-                            }
-                        }
-                    }
-                }
+                late_updates.increment(accepted_late);
             }
         });
         Joins { joined, late_left, late_right }
     }
 }
 
+/// One key's left and right records in one window.
+type Entry<L, R> = (Vec<L>, Vec<R>);
+
 /// The records of one window on one worker.
 struct Slot<K, L, R> {
     window: Window,
     /// Each key's left and right records.
-    keys: FxHashMap<K, (Vec<L>, Vec<R>)>,
+    keys: FxHashMap<K, Entry<L, R>>,
     /// Held until the window fires (outer joins: until it is freed).
     cap: Option<Capability<Time>>,
     fired: bool,
+}
+
+/// One window's records in a checkpoint: the window, whether it fired, and each key's left
+/// and right records.
+type SlotState<K, L, R> = (Window, bool, Vec<(K, Vec<L>, Vec<R>)>);
+
+/// A side's records in a key's entry, and the other side's.
+type Split<L, R, Me, Other> = fn(&mut Entry<L, R>) -> (&mut Vec<Me>, &[Other]);
+
+/// One side of the join: where its records live in a key's entry (with the other side's
+/// records beside them), and how a record of it pairs with one of the other side.
+struct Side<K, L, R, Me, Other> {
+    split: Split<L, R, Me, Other>,
+    pair: fn(&K, Window, Me, Other) -> WindowJoined<K, L, R>,
+}
+
+fn left_side<K: Clone, L, R>() -> Side<K, L, R, L, R> {
+    fn split<L, R>(entry: &mut Entry<L, R>) -> (&mut Vec<L>, &[R]) {
+        (&mut entry.0, &entry.1)
+    }
+    Side { split, pair }
+}
+
+fn right_side<K: Clone, L, R>() -> Side<K, L, R, R, L> {
+    fn split<L, R>(entry: &mut Entry<L, R>) -> (&mut Vec<R>, &[L]) {
+        (&mut entry.1, &entry.0)
+    }
+    Side { split, pair: |key, window, r, l| pair(key, window, l, r) }
+}
+
+/// The open windows of one worker, by end (for fixed-size windows the end identifies the
+/// window), and what judging and firing them needs.
+struct State<K, L, R, W> {
+    slots: BTreeMap<(Time, Time), Slot<K, L, R>>,
+    /// Scratch: the windows a record joins in.
+    windows: Vec<Window>,
+    assigner: W,
+    lateness: u64,
+    kind: JoinKind,
+    granularity: Granularity,
+}
+
+impl<K, L, R, W> State<K, L, R, W>
+where
+    K: Data + Hash + Eq,
+    L: Data + Timestamped,
+    R: Data + Timestamped,
+    W: WindowAssigner,
+{
+    /// Fills `self.windows` with the windows a record of event time `ts` read at `time`
+    /// still joins in; `false` if there are none (the record is too late).
+    fn assign(&mut self, time: Time, ts: EventTime) -> bool {
+        let (windows, lateness) = (&mut self.windows, self.lateness);
+        windows.clear();
+        self.assigner.assign(ts, |w| {
+            if time < w.end.saturating_add(lateness) {
+                windows.push(w);
+            }
+        });
+        !windows.is_empty()
+    }
+
+    /// Moves the records of a batch read at `time` that are too late for every window to
+    /// `too_late`.
+    fn split_late<V: Timestamped>(
+        &mut self,
+        time: Time,
+        data: &mut Vec<(K, V)>,
+        too_late: &mut Vec<(K, V)>,
+    ) {
+        let mut kept = Vec::with_capacity(data.len());
+        for (key, v) in data.drain(..) {
+            if self.assign(time, v.event_time()) {
+                kept.push((key, v));
+            } else {
+                too_late.push((key, v));
+            }
+        }
+        *data = kept;
+    }
+
+    /// Adds a batch of one side read at `cap` to its windows, pairing records that arrive
+    /// after their window fired with the other side at once (into `results`). Records too
+    /// late for every window go to `too_late`. Returns how many late records were accepted.
+    fn absorb<Me: Clone + Timestamped, Other: Clone>(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, Me)>,
+        side: Side<K, L, R, Me, Other>,
+        too_late: &mut Vec<(K, Me)>,
+        results: &mut Vec<WindowJoined<K, L, R>>,
+    ) -> u64 {
+        let time = *cap.time();
+        let mut accepted_late = 0;
+        for (key, v) in data.drain(..) {
+            if !self.assign(time, v.event_time()) {
+                too_late.push((key, v));
+                continue;
+            }
+            for &w in &self.windows {
+                let slot = slot(&mut self.slots, w, time, self.granularity, |at| cap.delayed(&at));
+                let (mine, others) = (side.split)(slot.keys.entry(key.clone()).or_default());
+                if slot.fired {
+                    accepted_late += 1;
+                    results
+                        .extend(others.iter().map(|o| (side.pair)(&key, w, v.clone(), o.clone())));
+                }
+                mine.push(v.clone());
+            }
+        }
+        accepted_late
+    }
+
+    /// Fires the windows `watermark` has passed, then frees those past their lateness (with
+    /// their outer rows).
+    fn advance(
+        &mut self,
+        watermark: Time,
+        emit: &mut impl FnMut(&Capability<Time>, &mut Vec<WindowJoined<K, L, R>>),
+    ) {
+        let outer = self.kind != JoinKind::Inner;
+        let mut results = Vec::new();
+        for (_, slot) in self.slots.range_mut(..(watermark.saturating_add(1), 0)) {
+            if slot.fired {
+                continue;
+            }
+            slot.fired = true;
+            let Some(cap) = slot.cap.take() else { continue };
+            for (key, (lefts, rights)) in &slot.keys {
+                for l in lefts {
+                    results.extend(
+                        rights.iter().map(|r| pair(key, slot.window, l.clone(), r.clone())),
+                    );
+                }
+            }
+            emit(&cap, &mut results);
+            if outer {
+                slot.cap = Some(cap);
+            }
+        }
+        while let Some(entry) = self.slots.first_entry() {
+            if entry.get().window.end.saturating_add(self.lateness) > watermark {
+                break;
+            }
+            let slot = entry.remove();
+            let (true, Some(cap)) = (outer, slot.cap.as_ref()) else { continue };
+            for (key, (lefts, rights)) in slot.keys {
+                if rights.is_empty() {
+                    results.extend(
+                        lefts.into_iter().map(|l| outer_row(&key, slot.window, Some(l), None)),
+                    );
+                } else if lefts.is_empty() && self.kind == JoinKind::FullOuter {
+                    results.extend(
+                        rights.into_iter().map(|r| outer_row(&key, slot.window, None, Some(r))),
+                    );
+                }
+            }
+            emit(cap, &mut results);
+        }
+    }
+
+    /// Before a save at `cut`: fired windows of an outer join wait for their outer rows at
+    /// the cut instead, so that the operator holds no capability below it.
+    fn lift(&mut self, cut: Time) {
+        for cap in self.slots.values_mut().filter_map(|s| s.cap.as_mut()) {
+            if *cap.time() < cut {
+                *cap = cap.delayed(&cut);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<SlotState<K, L, R>> {
+        let entries = |s: &Slot<K, L, R>| {
+            s.keys.iter().map(|(k, (ls, rs))| (k.clone(), ls.clone(), rs.clone())).collect()
+        };
+        self.slots.values().map(|s| (s.window, s.fired, entries(s))).collect()
+    }
+
+    /// Takes back the keys this worker owns from every saved part; a window that still has
+    /// results to emit holds `initial` delayed to the later of its result time and the cut.
+    fn restore(
+        &mut self,
+        checkpointer: &Checkpointer,
+        initial: &Capability<Time>,
+    ) -> Result<(), tributary_runtime::Error> {
+        let Some(restore) = checkpointer.restore::<Vec<SlotState<K, L, R>>>()? else {
+            return Ok(());
+        };
+        for (window, fired, entries) in restore.states.into_iter().flatten() {
+            let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| Slot {
+                window,
+                keys: FxHashMap::default(),
+                cap: None,
+                fired,
+            });
+            for (key, lefts, rights) in entries {
+                if checkpointer.owns(key_hash(&key)) {
+                    slot.keys.insert(key, (lefts, rights));
+                }
+            }
+            let emits = !fired || self.kind != JoinKind::Inner;
+            if emits && slot.cap.is_none() && !slot.keys.is_empty() {
+                let at = restore.cut.max(self.granularity.quantize(window.end - 1));
+                slot.cap = Some(initial.delayed(&at));
+            }
+        }
+        self.slots.retain(|_, slot| !slot.keys.is_empty());
+        Ok(())
+    }
 }
 
 /// The slot of window `w`, created if new; its capability is lowered to what a record read
@@ -304,7 +485,7 @@ fn slot<K, L, R>(
     slots: &mut BTreeMap<(Time, Time), Slot<K, L, R>>,
     w: Window,
     time: Time,
-    granularity: tributary_runtime::Granularity,
+    granularity: Granularity,
     delayed: impl FnOnce(Time) -> Capability<Time>,
 ) -> &mut Slot<K, L, R> {
     let slot = slots.entry((w.end, w.start)).or_insert_with(|| Slot {

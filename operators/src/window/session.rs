@@ -21,13 +21,15 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
+use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
-use tributary_runtime::{job_context, Data, Events, Time, Timestamped};
+use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Time, Timestamped};
 
 use super::{instrument, Window, WindowResult, WithLate};
 use crate::aggregate::Aggregator;
@@ -194,7 +196,7 @@ where
 }
 
 /// A session's bookkeeping after the exchange: how often it was emitted, and whether it fired.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Emitted {
     revision: u32,
     fired: bool,
@@ -205,6 +207,165 @@ struct Emitted {
 struct Timer<K> {
     cap: Capability<Time>,
     keys: Vec<K>,
+}
+
+/// Each key's sessions, in a checkpoint.
+type SessionsState<K, Acc> = Vec<(K, Vec<(Window, Acc, Emitted)>)>;
+
+/// The sessions of one worker, with their timers.
+struct Sessions<K, Acc> {
+    sessions: FxHashMap<K, Vec<(Window, Acc, Emitted)>>,
+    /// Session ends the frontier has yet to reach, with the keys whose session may end there.
+    timers: BTreeMap<Time, Timer<K>>,
+    /// When fired sessions of a key may be freed.
+    cleanup: BTreeMap<Time, Vec<K>>,
+    corrections: Vec<(K, Window)>,
+    lateness: u64,
+    granularity: Granularity,
+}
+
+impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
+    /// A session of `key` ending at `end` fires once the frontier reaches `end`, at `at`.
+    fn schedule(&mut self, key: K, end: Time, at: Time, cap: &Capability<Time>) {
+        let timer = self
+            .timers
+            .entry(end)
+            .or_insert_with(|| Timer { cap: cap.delayed(&at), keys: Vec::new() });
+        if at < *timer.cap.time() {
+            timer.cap = cap.delayed(&at);
+        }
+        timer.keys.push(key);
+    }
+
+    /// Merges a batch of partial sessions read at `cap`, emitting corrections for sessions
+    /// that fired.
+    fn absorb<V, A, O>(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<Partial<K, Acc>>,
+        agg: &A,
+        late_updates: &metrics::Counter,
+        output: &mut O,
+    ) where
+        A: Aggregator<V, Acc = Acc>,
+        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+    {
+        let time = *cap.time();
+        for (key, window, partial) in data.drain(..) {
+            let list = self.sessions.entry(key.clone()).or_default();
+            let fresh = Emitted { revision: 0, fired: false };
+            let at = insert(list, agg, window, partial, fresh, |a, b| Emitted {
+                revision: a.revision.max(b.revision),
+                fired: a.fired || b.fired,
+            });
+            let (merged, _, emitted) = &mut list[at];
+            if emitted.fired {
+                emitted.revision += 1;
+                self.corrections.push((key, *merged));
+                continue;
+            }
+            let end = merged.end;
+            self.schedule(key, end, time.max(self.granularity.quantize(end - 1)), cap);
+        }
+        if self.corrections.is_empty() {
+            return;
+        }
+        late_updates.increment(self.corrections.len() as u64);
+        let mut results = Vec::with_capacity(self.corrections.len());
+        for (key, window) in self.corrections.drain(..) {
+            let list = self.sessions.get(&key).expect("corrected keys exist");
+            let (w, acc, emitted) =
+                list.iter().find(|(w, _, _)| *w == window).expect("corrected sessions exist");
+            let (value, revision) = (agg.finish(acc), emitted.revision);
+            results.push(WindowResult { key: key.clone(), window: *w, value, revision });
+            self.cleanup.entry(w.end.saturating_add(self.lateness)).or_default().push(key);
+        }
+        output(cap, &mut results);
+    }
+
+    /// Fires the sessions `watermark` has passed, then frees those past their lateness.
+    fn advance<V, A, O>(&mut self, watermark: Time, agg: &A, output: &mut O)
+    where
+        A: Aggregator<V, Acc = Acc>,
+        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+    {
+        let lateness = self.lateness;
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let end = *entry.key();
+            let Timer { cap, keys } = entry.remove();
+            let mut results = Vec::new();
+            for key in keys {
+                let Some(list) = self.sessions.get_mut(&key) else { continue };
+                for (w, acc, emitted) in list.iter_mut() {
+                    if w.end == end && !emitted.fired {
+                        emitted.fired = true;
+                        let (value, revision) = (agg.finish(acc), emitted.revision);
+                        results.push(WindowResult {
+                            key: key.clone(),
+                            window: *w,
+                            value,
+                            revision,
+                        });
+                        self.cleanup
+                            .entry(end.saturating_add(lateness))
+                            .or_default()
+                            .push(key.clone());
+                    }
+                }
+            }
+            output(&cap, &mut results);
+        }
+        while let Some(entry) = self.cleanup.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for key in entry.remove() {
+                if let Some(list) = self.sessions.get_mut(&key) {
+                    list.retain(|(w, _, e)| {
+                        !(e.fired && w.end.saturating_add(lateness) <= watermark)
+                    });
+                    if list.is_empty() {
+                        self.sessions.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> SessionsState<K, Acc> {
+        self.sessions.iter().map(|(k, list)| (k.clone(), list.clone())).collect()
+    }
+
+    /// Takes back the keys this worker owns from every saved part, with a timer at the cut
+    /// (or later) for each session still to fire and a cleanup for each fired one.
+    fn restore(
+        &mut self,
+        checkpointer: &Checkpointer,
+        initial: &Capability<Time>,
+    ) -> Result<(), tributary_runtime::Error> {
+        let Some(restore) = checkpointer.restore::<SessionsState<K, Acc>>()? else {
+            return Ok(());
+        };
+        for (key, list) in restore.states.into_iter().flatten() {
+            if !checkpointer.owns(key_hash(&key)) {
+                continue;
+            }
+            for (w, _, emitted) in &list {
+                if emitted.fired {
+                    let free = w.end.saturating_add(self.lateness);
+                    self.cleanup.entry(free).or_default().push(key.clone());
+                } else {
+                    let at = restore.cut.max(self.granularity.quantize(w.end - 1));
+                    self.schedule(key.clone(), w.end, at, initial);
+                }
+            }
+            self.sessions.insert(key, list);
+        }
+        Ok(())
+    }
 }
 
 /// Phase 2: merge partial sessions per key, fire, correct and free them.
@@ -219,104 +380,62 @@ where
     A: Aggregator<V>,
 {
     let scope = partials.scope();
-    let granularity = job_context(&scope).granularity;
+    let job = job_context(&scope);
     let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
     let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
 
-    tributary_runtime::checkpoint::unsupported(&scope, &operator);
-    partials.unary_frontier(exchange, &operator, move |_cap, _info| {
-        let mut sessions: FxHashMap<K, Vec<(Window, A::Acc, Emitted)>> = FxHashMap::default();
-        let mut timers: BTreeMap<Time, Timer<K>> = BTreeMap::new();
-        let mut cleanup: BTreeMap<Time, Vec<K>> = BTreeMap::new();
-        let mut corrections: Vec<(K, Window)> = Vec::new();
+    partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
+        let mut state = Sessions {
+            sessions: FxHashMap::default(),
+            timers: BTreeMap::new(),
+            cleanup: BTreeMap::new(),
+            corrections: Vec::new(),
+            lateness,
+            granularity: job.granularity,
+        };
+        let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
+        if let Some(c) = &checkpointer {
+            if let Err(error) = state.restore(c, &initial) {
+                job.state.fail(error);
+            }
+        }
+        drop(initial);
+        // Partials at or after a pending checkpoint's cut, merged once the state is saved.
+        let mut stash: Stash<Partial<K, A::Acc>> = Vec::new();
         move |(input, frontier), output| {
-            input.for_each(|cap, data| {
-                let Some(&time) = cap.least() else { return data.clear() };
-                for (key, window, partial) in data.drain(..) {
-                    let list = sessions.entry(key.clone()).or_default();
-                    let fresh = Emitted { revision: 0, fired: false };
-                    let at = insert(list, &agg, window, partial, fresh, |a, b| Emitted {
-                        revision: a.revision.max(b.revision),
-                        fired: a.fired || b.fired,
-                    });
-                    let (merged, _, emitted) = &mut list[at];
-                    if emitted.fired {
-                        emitted.revision += 1;
-                        corrections.push((key, *merged));
-                        continue;
-                    }
-                    let end = merged.end;
-                    let out_time = time.max(granularity.quantize(end - 1));
-                    let timer = timers.entry(end).or_insert_with(|| Timer {
-                        cap: cap.delayed(&out_time, 0),
-                        keys: Vec::new(),
-                    });
-                    if out_time < *timer.cap.time() {
-                        timer.cap = cap.delayed(&out_time, 0);
-                    }
-                    timer.keys.push(key);
+            let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
+                if !results.is_empty() {
+                    output.session(cap).give_container(results);
                 }
-                if !corrections.is_empty() {
-                    late_updates.increment(corrections.len() as u64);
-                    let mut session = output.session(&cap);
-                    for (key, window) in corrections.drain(..) {
-                        let list = sessions.get(&key).expect("corrected keys exist");
-                        let (w, acc, emitted) = list
-                            .iter()
-                            .find(|(w, _, _)| *w == window)
-                            .expect("corrected sessions exist");
-                        session.give(WindowResult {
-                            key: key.clone(),
-                            window: *w,
-                            value: agg.finish(acc),
-                            revision: emitted.revision,
-                        });
-                        cleanup.entry(w.end.saturating_add(lateness)).or_default().push(key);
-                    }
+            };
+            let cut = checkpointer.as_ref().and_then(|c| c.pending());
+            input.for_each(|cap, data| {
+                let Some(cap) = cap.retain_least(0) else { return data.clear() };
+                if cut.is_some_and(|cut| *cap.time() >= cut) {
+                    stash.push((cap, std::mem::take(data)));
+                } else {
+                    state.absorb(&cap, data, &agg, &late_updates, &mut emit);
                 }
             });
-
-            let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            while let Some(entry) = timers.first_entry() {
-                if *entry.key() > watermark {
-                    break;
+            let frontier = frontier.frontier().first().copied();
+            let watermark = frontier.unwrap_or(Time::MAX);
+            // While a cut is pending the operator acts as if the watermark stood at the cut.
+            state.advance(watermark.min(cut.unwrap_or(Time::MAX)), &agg, &mut emit);
+            let Some(c) = checkpointer.as_mut() else { return };
+            if cut.is_some_and(|cut| watermark >= cut) {
+                if let Err(error) = c.save(&state.snapshot()) {
+                    job.state.fail(error);
                 }
-                let end = *entry.key();
-                let Timer { cap, keys } = entry.remove();
-                let mut session = output.session(&cap);
-                for key in keys {
-                    let Some(list) = sessions.get_mut(&key) else { continue };
-                    for (w, acc, emitted) in list.iter_mut() {
-                        if w.end == end && !emitted.fired {
-                            emitted.fired = true;
-                            session.give(WindowResult {
-                                key: key.clone(),
-                                window: *w,
-                                value: agg.finish(acc),
-                                revision: emitted.revision,
-                            });
-                            cleanup
-                                .entry(end.saturating_add(lateness))
-                                .or_default()
-                                .push(key.clone());
-                        }
-                    }
+                for (cap, mut data) in stash.drain(..) {
+                    state.absorb(&cap, &mut data, &agg, &late_updates, &mut emit);
                 }
+                state.advance(watermark, &agg, &mut emit);
             }
-            while let Some(entry) = cleanup.first_entry() {
-                if *entry.key() > watermark {
-                    break;
+            if frontier.is_none() {
+                if let Err(error) = c.finish(&state.snapshot()) {
+                    job.state.fail(error);
                 }
-                for key in entry.remove() {
-                    if let Some(list) = sessions.get_mut(&key) {
-                        list.retain(|(w, _, e)| {
-                            !(e.fired && w.end.saturating_add(lateness) <= watermark)
-                        });
-                        if list.is_empty() {
-                            sessions.remove(&key);
-                        }
-                    }
-                }
+                checkpointer = None;
             }
         }
     })

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use tributary_connectors::generator::mix;
+use tributary_runtime::checkpoint::{CheckpointConfig, Checkpoints, LocalDir};
 use tributary_runtime::{
     Emitter, EventTime, Events, Flow, Granularity, HumanDuration, JobContext, Poll, Result, Source,
     SourceContext, SourceReader, Time, Timestamped, WatermarkConfig,
@@ -92,6 +93,12 @@ impl SourceReader for InputReader {
         out.advance_watermark((1_000_000 + self.next / i.per_ms).saturating_sub(i.disorder));
         Ok(Poll::Ready)
     }
+
+    /// The position, so that the benchmarks can take checkpoints; they never restore (the
+    /// default `restore` refuses).
+    fn checkpoint(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        tributary_runtime::checkpoint::encode(&self.next)
+    }
 }
 
 /// Current and peak resident memory of this process, in MiB (from `/proc/self/status`).
@@ -114,7 +121,24 @@ pub fn run<F>(input: &Input, workers: usize, build: F) -> (Duration, u64)
 where
     F: for<'a> Fn(Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
 {
-    run_with(vec![input.clone()], workers, None, move |mut streams| build(streams.remove(0)))
+    run_with(vec![input.clone()], workers, None, None, move |mut streams| build(streams.remove(0)))
+}
+
+/// Like [`run`], taking checkpoints every `interval` into `dir`.
+pub fn run_checkpointed<F>(
+    input: &Input,
+    workers: usize,
+    dir: &std::path::Path,
+    interval: Duration,
+    build: F,
+) -> (Duration, u64)
+where
+    F: for<'a> Fn(Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
+{
+    let checkpoints = Some((dir.to_owned(), interval));
+    run_with(vec![input.clone()], workers, None, checkpoints, move |mut streams| {
+        build(streams.remove(0))
+    })
 }
 
 /// Runs `build` over two inputs (a left and a right stream), their watermarks aligned within
@@ -126,7 +150,7 @@ where
     F: for<'a> Fn(Events<'a, Ev>, Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
 {
     let drift = Some(Duration::from_secs(10));
-    run_with(vec![left.clone(), right.clone()], workers, drift, move |mut streams| {
+    run_with(vec![left.clone(), right.clone()], workers, drift, None, move |mut streams| {
         let right = streams.remove(1);
         build(streams.remove(0), right)
     })
@@ -136,6 +160,7 @@ fn run_with<F>(
     inputs: Vec<Input>,
     workers: usize,
     max_drift: Option<Duration>,
+    checkpoints: Option<(std::path::PathBuf, Duration)>,
     build: F,
 ) -> (Duration, u64)
 where
@@ -146,7 +171,19 @@ where
     let counted = Arc::clone(&results);
     let watermarks =
         WatermarkConfig { max_drift: max_drift.map(HumanDuration), ..WatermarkConfig::default() };
-    let context = JobContext::new("bench", Granularity::DEFAULT).with_watermarks(watermarks);
+    let mut context = JobContext::new("bench", Granularity::DEFAULT).with_watermarks(watermarks);
+    if let Some((dir, interval)) = checkpoints {
+        let config = CheckpointConfig {
+            dir: Some(dir.clone()),
+            interval: HumanDuration(interval),
+            keep: usize::MAX,
+            job_id: None,
+        };
+        let store = Arc::new(LocalDir::new(dir));
+        let checkpoints =
+            Checkpoints::open(&config, "bench", store, 0, workers).expect("checkpoints open");
+        context = context.with_checkpoints(Arc::new(checkpoints));
+    }
     let mut worker = timely::WorkerConfig::default();
     context.install(&mut worker);
     let communication = if workers == 1 {
@@ -167,6 +204,7 @@ where
                     rows.clear();
                 });
             });
+            flow.finish();
         });
     })
     .expect("timely starts")
