@@ -53,6 +53,15 @@ fn job_args(
     args
 }
 
+/// Taken by every test here: a crash test counts on each run making little progress between
+/// two checkpoints, and jobs of other tests sharing the two cores slow the checkpoints down
+/// more than the reading, so that a run can reach the end before it is killed.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Every visible row, in a fixed order.
 fn rows(dir: &Path) -> Vec<Value> {
     let sql = "SELECT device, CAST(epoch_ms(window_start) AS BIGINT) AS start, count, min, max, \
@@ -158,6 +167,7 @@ fn latest_checkpoint(dir: &Path, job: &str) -> u64 {
 
 #[test]
 fn killed_at_random_moments_and_restarted_the_output_is_exactly_once() {
+    let _alone = alone();
     let dir = tempfile::tempdir().expect("temp dir");
     let reference = dir.path().join("reference");
     run_to_end("iot-stats", &args(&reference, None, 1));
@@ -180,6 +190,7 @@ fn killed_at_random_moments_and_restarted_the_output_is_exactly_once() {
 
 #[test]
 fn a_restart_with_another_worker_count_gives_the_same_output() {
+    let _alone = alone();
     let dir = tempfile::tempdir().expect("temp dir");
     let reference = dir.path().join("reference");
     run_to_end("iot-stats", &args(&reference, None, 2));
@@ -205,6 +216,7 @@ fn a_restart_with_another_worker_count_gives_the_same_output() {
 /// crash-free run.
 #[test]
 fn sessions_keyed_aggregates_and_interval_joins_recover_exactly() {
+    let _alone = alone();
     const JOB: &str = "stateful-mix";
     let job_args = |out: &Path, chk: Option<&Path>, workers: usize| {
         let output = format!(
@@ -296,6 +308,7 @@ fn naive_deviations(records: u64) -> Vec<Value> {
 /// random moments; checked against a naive recomputation and a crash-free run.
 #[test]
 fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
+    let _alone = alone();
     const RECORDS: u64 = 300_000;
     const JOB: &str = "iot-deviation";
     let tansu = Tansu::durable();
@@ -318,7 +331,10 @@ fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
              [\"window_start\"], roll = {{ max_rows = 400 }} }}",
             out.display()
         );
-        job_args(input.clone(), output, chk, workers)
+        let mut args = job_args(input.clone(), output, chk, workers);
+        // Reading from Kafka is fast: checkpoint often, so that every run ends in a kill.
+        args.extend(["--set".into(), "runtime.checkpoint.interval=\"50ms\"".into()]);
+        args
     };
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -331,7 +347,7 @@ fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
     let chk = dir.path().join("chk");
     let seed = 0x4b61_666b_u64;
     let kills =
-        crash_repeatedly(JOB, &job_args(&out, Some(&chk), 2), &mut Moments(seed, 150), &chk, 5);
+        crash_repeatedly(JOB, &job_args(&out, Some(&chk), 2), &mut Moments(seed, 40), &chk, 5);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
     // Finish with one worker: partitions are matched by topic and number, so the restore
     // does not depend on the worker count.
