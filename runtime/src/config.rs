@@ -97,6 +97,10 @@ pub struct RuntimeConfig {
     pub metrics_addr: Option<String>,
     /// Periodic checkpoints and recovery (`[runtime.checkpoint]`); off without a `dir`.
     pub checkpoint: CheckpointConfig,
+    /// Flow control: sources pause while more records than this wait in the queues between
+    /// workers (all processes together), and resume when half have been taken in. `0`: no
+    /// limit.
+    pub max_in_flight: u64,
 }
 
 /// The `[runtime.watermarks]` table: idleness and alignment of every source.
@@ -129,6 +133,7 @@ impl Default for RuntimeConfig {
             watermarks: WatermarkConfig::default(),
             metrics_addr: None,
             checkpoint: CheckpointConfig::default(),
+            max_in_flight: crate::flow_control::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::checkpoint::Checkpoints;
 use crate::config::WatermarkConfig;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
+use crate::flow_control::{build_controller, Throttle, Traffic};
 use crate::time::{Granularity, Time};
 
 /// A stream of records of type `D` in a Tributary dataflow.
@@ -86,6 +87,8 @@ pub struct JobContext {
     pub watermarks: WatermarkConfig,
     /// The process's checkpoints; `None` when the job takes none.
     pub checkpoints: Option<Arc<Checkpoints>>,
+    /// Records in flight between workers above which sources pause; `0`: no limit.
+    pub max_in_flight: u64,
 }
 
 impl JobContext {
@@ -100,12 +103,20 @@ impl JobContext {
             granularity,
             watermarks: WatermarkConfig::default(),
             checkpoints: None,
+            max_in_flight: crate::flow_control::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 
     /// Sets the idleness and alignment of sources.
     pub fn with_watermarks(mut self, watermarks: WatermarkConfig) -> Self {
         self.watermarks = watermarks;
+        self
+    }
+
+    /// Pauses sources while more than `records` wait between workers (see
+    /// [`crate::flow_control`]); `0`: no limit.
+    pub fn with_max_in_flight(mut self, records: u64) -> Self {
+        self.max_in_flight = records;
         self
     }
 
@@ -145,6 +156,9 @@ pub struct Flow<'scope> {
     pub(crate) watermarks: crate::source::Boards,
     /// Streams whose frontiers are the sources' watermarks, for the checkpoint agent.
     pub(crate) source_progress: Vec<Events<'scope, crate::source::Status>>,
+    /// Tells this worker's sources to pause; held by the flow controller.
+    pub(crate) throttle: Throttle,
+    traffic: Option<Traffic>,
 }
 
 impl<'scope> Flow<'scope> {
@@ -156,12 +170,25 @@ impl<'scope> Flow<'scope> {
             dead_letters: None,
             watermarks: Default::default(),
             source_progress: Vec::new(),
+            throttle: Throttle::default(),
+            traffic: None,
         }
     }
 
-    /// Completes the graph with what the runtime adds to every job (the checkpoint agent).
-    /// The runtime calls it after the job's building code.
+    /// Pauses the sources while more than the job's `max_in_flight` records wait between
+    /// workers, counted by `traffic` (see [`crate::flow_control`]). The runtime calls it for
+    /// every job; without it nothing limits the queues.
+    pub fn limit_in_flight(&mut self, traffic: Traffic) {
+        self.traffic = Some(traffic);
+    }
+
+    /// Completes the graph with what the runtime adds to every job (the checkpoint agent and
+    /// the flow controller). The runtime calls it after the job's building code.
     pub fn finish(self) {
+        let limit = self.context.max_in_flight;
+        if let Some(traffic) = self.traffic.filter(|_| limit > 0) {
+            build_controller(self.scope, &self.context.name, traffic, self.throttle, limit);
+        }
         crate::checkpoint::agent::build_agent(self.scope, &self.context, self.source_progress);
     }
 

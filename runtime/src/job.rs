@@ -16,6 +16,7 @@ use crate::cluster;
 use crate::config::{Config, RunArgs};
 use crate::error::{ConfigError, Error, Result};
 use crate::flow::{Flow, JobContext, JobState};
+use crate::flow_control::Traffic;
 use crate::logging;
 use crate::time::Time;
 
@@ -122,8 +123,9 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         let build = plan(&config)?;
 
         let runtime = &config.runtime;
-        let mut context =
-            JobContext::new(&self.name, runtime.granularity).with_watermarks(runtime.watermarks);
+        let mut context = JobContext::new(&self.name, runtime.granularity)
+            .with_watermarks(runtime.watermarks)
+            .with_max_in_flight(runtime.max_in_flight);
         if let Some(dir) = &runtime.checkpoint.dir {
             let store = Arc::new(crate::checkpoint::LocalDir::new(dir));
             let first_worker = runtime.process_id * runtime.workers;
@@ -144,13 +146,18 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
             process = runtime.process_id, granularity = %runtime.granularity, "job starting");
         let started = std::time::Instant::now();
         let (builders, resources) = allocators(&self.name, &config)?;
+        let max_in_flight = runtime.max_in_flight;
         let guards =
             timely::execute::execute_from(builders, resources, worker_config, move |worker| {
                 let index = worker.index();
                 let span = tracing::info_span!("worker", index);
                 let _entered = span.enter();
+                let traffic = if max_in_flight > 0 { Traffic::watch(worker) } else { None };
                 worker.dataflow::<Time, _, _>(|scope| {
                     let mut flow = Flow::new(scope);
+                    if let Some(traffic) = traffic {
+                        flow.limit_in_flight(traffic);
+                    }
                     build(&mut flow);
                     flow.finish();
                 });

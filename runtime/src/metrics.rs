@@ -36,5 +36,9 @@ pub const CHECKPOINT_FAILURES: &str = "tributary_checkpoint_failures_total";
 pub const CHECKPOINT_SECONDS: &str = "tributary_checkpoint_duration_seconds";
 /// Gauge: bytes of the latest complete checkpoint.
 pub const CHECKPOINT_BYTES: &str = "tributary_checkpoint_size_bytes";
+/// Gauge: records pushed between workers and not yet taken in, as one worker last saw it.
+pub const IN_FLIGHT: &str = "tributary_flow_records_in_flight";
+/// Counter: times a worker's sources paused because too many records were in flight.
+pub const FLOW_PAUSES: &str = "tributary_flow_pauses_total";
 /// Counter: records too late for any window, sent to the late output.
 pub const LATE_DROPPED: &str = "tributary_operator_late_records_total";

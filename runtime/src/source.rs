@@ -24,6 +24,7 @@ use crate::config::WatermarkConfig;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::flow::{job_context, Data, Events, Flow};
+use crate::flow_control::Running;
 use crate::metrics as m;
 use crate::time::{millis, EventTime, Granularity, Time};
 
@@ -103,6 +104,14 @@ pub trait SourceReader: 'static {
     fn restore(&mut self, cut: Cut, positions: Vec<Vec<u8>>) -> Result<()> {
         let _ = (cut, positions);
         Err(Error::Checkpoint("this source does not support checkpoints".to_owned()))
+    }
+
+    /// Flow control: the queues between workers are full (`true`, no poll comes until the
+    /// next call) or have drained (`false`). A reader that fetches ahead (Kafka) stops
+    /// fetching while paused.
+    fn set_paused(&mut self, paused: bool) -> Result<()> {
+        let _ = paused;
+        Ok(())
     }
 }
 
@@ -261,6 +270,8 @@ impl<'scope> Flow<'scope> {
         self.source_progress.push(statuses);
         let activator = scope.activator_for(Rc::clone(&info.address));
         let checkpointer = Checkpointer::register(&scope, &format!("source:{name}"), &info.address);
+        let throttle = self.throttle.clone();
+        let running = throttle.running();
 
         builder.build(move |mut capabilities| {
             let status_cap = capabilities.pop().expect("three outputs, three capabilities");
@@ -268,7 +279,7 @@ impl<'scope> Flow<'scope> {
             let ok_cap = capabilities.pop().expect("three outputs, three capabilities");
             let caps = Caps { ok: ok_cap, err: err_cap, status: status_cap };
             let driver = reader.and_then(|reader| {
-                Driver::new(ctx, reader, caps, granularity, watermarks, checkpointer)
+                Driver::new(ctx, reader, caps, granularity, watermarks, checkpointer, running)
             });
             let mut driver = match driver {
                 Ok(driver) => Some(driver),
@@ -299,10 +310,13 @@ impl<'scope> Flow<'scope> {
                     Ok(Poll::Done)
                 } else if d.is_paused() {
                     Ok(Poll::Pending(PAUSE_WAIT))
+                } else if throttle.holds() {
+                    d.set_throttled(true).map(|()| Poll::Pending(PAUSE_WAIT))
                 } else {
                     let others =
                         active_minimum(&boards.borrow(), mine, d.ctx.worker_index, d.ctx.workers);
-                    d.activate(others, &mut ok_output, &mut err_output)
+                    d.set_throttled(false)
+                        .and_then(|()| d.activate(others, &mut ok_output, &mut err_output))
                 };
                 state.count_in(d.records - before);
                 let outcome =
@@ -435,6 +449,9 @@ struct Driver<R: SourceReader> {
     sent_high: Time,
     /// The latest complete checkpoint the reader was told of.
     committed: u64,
+    /// Whether flow control has paused the reader.
+    throttled: bool,
+    _running: Running,
 }
 
 impl<R: SourceReader> Driver<R>
@@ -448,6 +465,7 @@ where
         granularity: Granularity,
         watermarks: WatermarkConfig,
         checkpointer: Option<Checkpointer>,
+        running: Running,
     ) -> Result<Self> {
         let labels = [(m::SOURCE, ctx.name.clone()), (m::WORKER, ctx.worker_index.to_string())];
         let mut driver = Driver {
@@ -470,6 +488,8 @@ where
             checkpointer,
             sent_high: 0,
             committed: 0,
+            throttled: false,
+            _running: running,
         };
         driver.restore()?;
         Ok(driver)
@@ -487,6 +507,17 @@ where
         self.caps.advance(restore.cut);
         tracing::info!(source = %self.ctx.name, worker = self.ctx.worker_index, cut = restore.cut,
             "source restored");
+        Ok(())
+    }
+
+    /// Pauses or resumes the reader for flow control.
+    fn set_throttled(&mut self, throttled: bool) -> Result<()> {
+        if throttled != self.throttled {
+            self.throttled = throttled;
+            tracing::debug!(source = %self.ctx.name, worker = self.ctx.worker_index, throttled,
+                "flow control");
+            self.reader.set_paused(throttled).map_err(|e| source_error(&self.ctx, e))?;
+        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use tributary_operators::{Count, KeyBy, Sliding, Tumbling};
 use tributary_runtime::{Events, Granularity, Time};
 
 mod common;
-use common::{memory, report, run, Ev, Input, MapLen};
+use common::{memory, report, run, run_without_flow_control, Ev, Input, MapLen};
 
 /// The same tumbling count as a single hand-written timely operator: one hash map per
 /// window, fired on the frontier. No pre-aggregation, no exchange.
@@ -103,6 +103,8 @@ fn main() {
     );
     report("tumbling 1m count, 100 keys", few.events, 1, run(&few, 1, tumbling));
     report("tumbling 1m count, 100 keys", few.events, 2, run(&few, 2, tumbling));
+    let unlimited = run_without_flow_control(&few, 2, tumbling);
+    report("same, without flow control", few.events, 2, unlimited);
     report(
         "hand-written timely tumbling 1m count, 1M keys",
         many.events,

@@ -17,6 +17,11 @@ fn reading(n: u64) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The `count` of a JSON result record.
+fn count((_, value): &(Option<Vec<u8>>, Vec<u8>)) -> u64 {
+    serde_json::from_slice::<Value>(value).expect("JSON")["count"].as_u64().expect("count")
+}
+
 fn kafka_args(tansu: &Tansu, input: &str, output: &str) -> Vec<String> {
     vec![
         "--set".into(),
@@ -159,14 +164,96 @@ fn the_job_rides_out_a_broker_restart() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stats = tansu.consume("stats", 100, Duration::from_secs(10));
-    let total: u64 = stats
-        .iter()
-        .map(|(_, v)| {
-            serde_json::from_slice::<Value>(v).expect("JSON")["count"].as_u64().expect("count")
-        })
-        .sum();
+    let total: u64 = stats.iter().map(count).sum();
     assert_eq!(stats.len(), 100, "50 devices x 2 windows of 10 s");
     assert_eq!(total, RECORDS, "nothing lost across the restart");
+}
+
+#[test]
+fn flow_control_pauses_partitions_without_losing_or_repeating_records() {
+    const RECORDS: u64 = 40_000;
+    let tansu = Tansu::durable();
+    tansu.create_topic("readings", 2);
+    tansu.create_topic("stats", 1);
+    tansu.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(tansu.count("readings"), RECORDS as i64, "the broker holds every input record");
+
+    // A limit far below one source batch: the sources pause and resume (librdkafka drops what
+    // it fetched ahead and fetches it again from the next unread offset).
+    let mut args = kafka_args(&tansu, "readings", "stats");
+    args.extend(["--workers", "2", "--set", "runtime.max_in_flight=100"].map(String::from));
+    let all: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = support::job_command("iot-stats", &all)
+        .env("RUST_LOG", "warn,tributary_runtime::flow_control=info")
+        .output()
+        .expect("the job runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pauses: u64 = stderr
+        .lines()
+        .filter(|l| l.contains("flow control paused the sources"))
+        .filter_map(|l| {
+            let l = support::strip_ansi(l);
+            l.split("pauses=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(pauses > 0, "the sources paused: {stderr}");
+
+    let stats = tansu.consume("stats", 50, Duration::from_secs(10));
+    let total: u64 = stats.iter().map(count).sum();
+    assert_eq!(stats.len(), 50, "50 devices x 1 window of 10 s");
+    assert_eq!(total, RECORDS, "every reading counted once across {pauses} pauses");
+}
+
+#[test]
+fn partitions_added_while_the_job_runs_are_read() {
+    const BEFORE: u64 = 2_000;
+    const AFTER: u64 = 1_000;
+    let mut tansu = Tansu::durable();
+    tansu.create_topic("readings", 2);
+    tansu.create_topic("stats", 1);
+    tansu.produce("readings", (0..BEFORE).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+
+    let mut args = kafka_args(&tansu, "readings", "stats");
+    args[1] = args[1].replace(
+        "bounded=true",
+        "bounded=false, commit_interval=\"100ms\", partition_discovery=\"200ms\"",
+    );
+    args.extend(["--workers", "2"].map(String::from));
+    let all: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = support::job_command("iot-stats", &all)
+        .env("RUST_LOG", "warn,tributary_connectors=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the job starts");
+    let committed = |partitions| tansu.committed("tributary", "readings", partitions);
+    support::wait_for("the job to read the first records", Duration::from_secs(60), || {
+        committed(2).filter(|&n| n == BEFORE as i64)
+    });
+
+    tansu.add_partitions("readings", 4);
+    for (i, partition) in [2, 3].into_iter().enumerate() {
+        let half = BEFORE + i as u64 * AFTER / 2..BEFORE + (i as u64 + 1) * AFTER / 2;
+        tansu.produce_to("readings", partition, half.map(|n| (None, reading(n))));
+    }
+    let committed = |partitions| tansu.committed("tributary", "readings", partitions);
+    support::wait_for("the job to read the new partitions", Duration::from_secs(60), || {
+        committed(4).filter(|&n| n == (BEFORE + AFTER) as i64)
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &job.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+
+    let out = job.wait_with_output().expect("the job ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("new partitions"), "{stderr}");
+    let total: u64 =
+        tansu.consume("stats", usize::MAX, Duration::from_secs(3)).iter().map(count).sum();
+    assert_eq!(total, BEFORE + AFTER, "every reading counted once, old partitions and new");
 }
 
 /// Runs iot-stats over `readings` from `start` (a TOML value, bounded) into `output`; returns
@@ -183,13 +270,7 @@ fn counted_from(tansu: &Tansu, start: &str, output: &str) -> u64 {
     let out = run_job("iot-stats", &["--set", &input, "--set", &output_arg]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    tansu
-        .consume(output, usize::MAX, Duration::from_secs(2))
-        .iter()
-        .map(|(_, v)| {
-            serde_json::from_slice::<Value>(v).expect("JSON")["count"].as_u64().expect("count")
-        })
-        .sum()
+    tansu.consume(output, usize::MAX, Duration::from_secs(2)).iter().map(count).sum()
 }
 
 #[test]

@@ -667,6 +667,27 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
         self.consumer.incremental_unassign(&tpl).map_err(|e| fail(e.to_string()))?;
         self.consumer.incremental_assign(&tpl).map_err(|e| fail(e.to_string()))
     }
+
+    /// Pauses or resumes every assigned partition: librdkafka drops what it fetched ahead and,
+    /// on resume, fetches again from the next offset this reader has not read.
+    fn set_paused(&mut self, paused: bool) -> Result<()> {
+        let fail = |e: KafkaError| Error::Source {
+            source_name: self.name.clone(),
+            reason: format!("cannot {} partitions: {e}", if paused { "pause" } else { "resume" }),
+        };
+        let assignment = self.consumer.assignment().map_err(fail)?;
+        if assignment.count() > 0 {
+            let result = if paused {
+                self.consumer.pause(&assignment)
+            } else {
+                self.consumer.resume(&assignment)
+            };
+            result.map_err(fail)?;
+        }
+        tracing::debug!(source = %self.name, worker = self.worker, paused,
+            partitions = assignment.count(), "partitions paused or resumed");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use tributary_connectors::generator::mix;
 use tributary_runtime::checkpoint::{CheckpointConfig, Checkpoints, LocalDir};
+use tributary_runtime::flow_control::DEFAULT_MAX_IN_FLIGHT;
 use tributary_runtime::{
     Emitter, EventTime, Events, Flow, Granularity, HumanDuration, JobContext, Poll, Result, Source,
-    SourceContext, SourceReader, Time, Timestamped, WatermarkConfig,
+    SourceContext, SourceReader, Time, Timestamped, Traffic, WatermarkConfig,
 };
 
 /// The benchmark's record: a key and an event time.
@@ -121,7 +122,19 @@ pub fn run<F>(input: &Input, workers: usize, build: F) -> (Duration, u64)
 where
     F: for<'a> Fn(Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
 {
-    run_with(vec![input.clone()], workers, None, None, move |mut streams| build(streams.remove(0)))
+    run_with(vec![input.clone()], workers, None, None, DEFAULT_MAX_IN_FLIGHT, move |mut streams| {
+        build(streams.remove(0))
+    })
+}
+
+/// Like [`run`], without flow control (nothing counts the records between workers).
+pub fn run_without_flow_control<F>(input: &Input, workers: usize, build: F) -> (Duration, u64)
+where
+    F: for<'a> Fn(Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
+{
+    run_with(vec![input.clone()], workers, None, None, 0, move |mut streams| {
+        build(streams.remove(0))
+    })
 }
 
 /// Like [`run`], taking checkpoints every `interval` into `dir`.
@@ -136,9 +149,14 @@ where
     F: for<'a> Fn(Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
 {
     let checkpoints = Some((dir.to_owned(), interval));
-    run_with(vec![input.clone()], workers, None, checkpoints, move |mut streams| {
-        build(streams.remove(0))
-    })
+    run_with(
+        vec![input.clone()],
+        workers,
+        None,
+        checkpoints,
+        DEFAULT_MAX_IN_FLIGHT,
+        move |mut streams| build(streams.remove(0)),
+    )
 }
 
 /// Runs `build` over two inputs (a left and a right stream), their watermarks aligned within
@@ -150,7 +168,8 @@ where
     F: for<'a> Fn(Events<'a, Ev>, Events<'a, Ev>) -> Events<'a, u64> + Send + Sync + 'static,
 {
     let drift = Some(Duration::from_secs(10));
-    run_with(vec![left.clone(), right.clone()], workers, drift, None, move |mut streams| {
+    let inputs = vec![left.clone(), right.clone()];
+    run_with(inputs, workers, drift, None, DEFAULT_MAX_IN_FLIGHT, move |mut streams| {
         let right = streams.remove(1);
         build(streams.remove(0), right)
     })
@@ -161,6 +180,7 @@ fn run_with<F>(
     workers: usize,
     max_drift: Option<Duration>,
     checkpoints: Option<(std::path::PathBuf, Duration)>,
+    max_in_flight: u64,
     build: F,
 ) -> (Duration, u64)
 where
@@ -171,7 +191,9 @@ where
     let counted = Arc::clone(&results);
     let watermarks =
         WatermarkConfig { max_drift: max_drift.map(HumanDuration), ..WatermarkConfig::default() };
-    let mut context = JobContext::new("bench", Granularity::DEFAULT).with_watermarks(watermarks);
+    let mut context = JobContext::new("bench", Granularity::DEFAULT)
+        .with_watermarks(watermarks)
+        .with_max_in_flight(max_in_flight);
     if let Some((dir, interval)) = checkpoints {
         let config = CheckpointConfig {
             dir: Some(dir.clone()),
@@ -195,8 +217,12 @@ where
     timely::execute(timely::Config { communication, worker }, move |worker| {
         let inputs = Arc::clone(&inputs);
         let counted = Arc::clone(&counted);
+        let traffic = if max_in_flight > 0 { Traffic::watch(worker) } else { None };
         worker.dataflow::<Time, _, _>(|scope| {
             let mut flow = Flow::new(scope);
+            if let Some(traffic) = traffic {
+                flow.limit_in_flight(traffic);
+            }
             let streams = inputs.iter().map(|input| flow.source(input)).collect();
             build(streams).sink(Pipeline, "count", move |(input, _)| {
                 input.for_each(|_, rows| {

@@ -47,6 +47,20 @@ pub fn wait_for<T>(
     }
 }
 
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Runs a job to completion and returns its output.
 pub fn run_job(job: &str, args: &[&str]) -> Output {
     job_command(job, args).stdin(Stdio::null()).output().expect("the test-job binary runs")

@@ -120,6 +120,35 @@ impl Tansu {
         self.launch();
     }
 
+    /// Grows `topic` to `partitions` partitions. Tansu 0.6 has no CreatePartitions, so this
+    /// stops the broker, adds the partitions to its SQLite store the way its own CreateTopics
+    /// writes them (a `topition` and a `watermark` row each, `topic.partitions` updated; the
+    /// schema of Tansu 0.6.0), and starts it again. Only for a [`Tansu::durable`] broker.
+    pub fn add_partitions(&mut self, topic: &str, partitions: u32) {
+        assert!(self.storage.starts_with("sqlite://"), "only a durable broker can grow topics");
+        self.kill();
+        let script = r#"
+import sqlite3, sys
+db, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = sqlite3.connect(db)
+(tid, old), = c.execute("select id, partitions from topic where name = ?", (topic,))
+for p in range(old, count):
+    pid = c.execute("insert into topition (topic, partition) values (?, ?)", (tid, p)).lastrowid
+    c.execute("insert into watermark (topition) values (?)", (pid,))
+c.execute("update topic set partitions = ? where id = ?", (count, tid))
+c.commit()
+"#;
+        let db = self.dir.path().join("tansu.db");
+        let status = Command::new("python3")
+            .args(["-c", script])
+            .arg(&db)
+            .args([topic, &partitions.to_string()])
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "growing {topic} in {} failed", db.display());
+        self.launch();
+    }
+
     /// Creates a topic.
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(binary())
@@ -147,6 +176,21 @@ impl Tansu {
     where
         I: IntoIterator<Item = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)>,
     {
+        self.send(topic, None, records);
+    }
+
+    /// Produces `(key, value)` records to one partition of `topic`.
+    pub fn produce_to<I>(&self, topic: &str, partition: i32, records: I)
+    where
+        I: IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>,
+    {
+        self.send(topic, Some(partition), records.into_iter().map(|(k, v)| (k, Some(v), None)));
+    }
+
+    fn send<I>(&self, topic: &str, partition: Option<i32>, records: I)
+    where
+        I: IntoIterator<Item = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>)>,
+    {
         let producer: BaseProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", &self.address)
             .set(
@@ -167,6 +211,9 @@ impl Tansu {
             }
             if let Some(ts) = timestamp {
                 record = record.timestamp(ts);
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
             }
             let mut record = Some(record);
             while let Some(r) = record.take() {
