@@ -20,7 +20,7 @@ use tributary_runtime::source::Cut;
 use tributary_runtime::time::millis;
 use tributary_runtime::{
     ConfigError, Data, DeadLetter, Emitter, Error, EventTime, Poll, Result, Source, SourceContext,
-    SourceReader, Timestamped,
+    SourceReader, Time, Timestamped,
 };
 
 use super::config::{KafkaSourceConfig, StartAt};
@@ -268,6 +268,7 @@ impl<D: Data + Timestamped> Source for KafkaSource<D> {
             committed: Vec::new(),
             checkpointed: ctx.checkpointed,
             to_commit: Vec::new(),
+            unassigned: TopicPartitionList::new(),
         };
         let start = match (&self.config.start, self.start_time) {
             (_, Some(t)) => Start::Time(t),
@@ -306,9 +307,8 @@ struct Part {
     idle_checked: Option<Instant>,
     /// The first offset emitted at or after a pending checkpoint's cut.
     after_cut: Option<i64>,
-    /// After a restore: records below this offset were read before the checkpoint and are
-    /// emitted again only if they fall at or after its cut.
-    replay: Option<(i64, Cut)>,
+    /// After a restore: the spans re-read that runs before read already, by offset.
+    replay: Replay,
 }
 
 /// One partition's position in a checkpoint.
@@ -320,6 +320,36 @@ struct Position {
     from: i64,
     /// Records from `from` up to here were read before the cut and are filtered on replay.
     next: i64,
+    /// Spans past `next` that the run taking this checkpoint was still re-reading after a
+    /// restore of its own: `(until, cut)`, by `until`. A record below `until` (and at or after
+    /// the previous span's) was read before a checkpoint cut at `cut`.
+    older: Vec<(i64, Time)>,
+}
+
+/// The spans of a partition that earlier runs read before their checkpoints' cuts:
+/// `(until, cut)` in increasing `until`; a record at an offset below `until` (and not below
+/// an earlier span's) is emitted again only if it falls at or after `cut`.
+#[derive(Debug, Default)]
+struct Replay(std::collections::VecDeque<(i64, Cut)>);
+
+impl Replay {
+    /// The cut that decides whether the record at `offset` is emitted again (`None`: it was
+    /// not read before, emit it). Offsets only grow, so passed spans are dropped.
+    #[inline]
+    fn cut_at(&mut self, offset: i64) -> Option<Cut> {
+        while let Some(&(until, cut)) = self.0.front() {
+            if offset < until {
+                return Some(cut);
+            }
+            self.0.pop_front();
+        }
+        None
+    }
+
+    /// The spans still ahead of `next`, for a checkpoint taken there.
+    fn older(&self, next: i64) -> Vec<(i64, Time)> {
+        self.0.iter().filter(|(until, _)| *until > next).map(|(u, c)| (*u, c.time)).collect()
+    }
 }
 
 /// One worker's share of a Kafka source.
@@ -343,6 +373,10 @@ pub struct KafkaReader<D> {
     checkpointed: bool,
     /// Positions of checkpoints not yet known complete.
     to_commit: Vec<(u64, Vec<Position>)>,
+    /// Partitions added but not assigned to the consumer yet, at the offsets to read from.
+    /// Assigned at the next poll, so that a restore can move them first: assigning and then
+    /// re-assigning elsewhere lets librdkafka deliver records fetched for the first offset.
+    unassigned: TopicPartitionList,
 }
 
 impl<D> KafkaReader<D> {
@@ -426,11 +460,28 @@ impl<D> KafkaReader<D> {
                 idle: false,
                 idle_checked: None,
                 after_cut: None,
-                replay: None,
+                replay: Replay::default(),
             });
             self.committed.push(None);
         }
-        self.consumer.incremental_assign(&tpl).map_err(|e| e.to_string())
+        for e in tpl.elements() {
+            self.unassigned
+                .add_partition_offset(e.topic(), e.partition(), e.offset())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Hands the partitions added since the last poll to the consumer.
+    fn assign_added(&mut self) -> Result<()> {
+        if self.unassigned.count() == 0 {
+            return Ok(());
+        }
+        let tpl = std::mem::replace(&mut self.unassigned, TopicPartitionList::new());
+        self.consumer.incremental_assign(&tpl).map_err(|e| Error::Source {
+            source_name: self.name.clone(),
+            reason: format!("cannot assign partitions: {e}"),
+        })
     }
 
     fn part(&mut self, topic: &str, partition: i32) -> Option<&mut Part> {
@@ -515,6 +566,7 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
                 tracing::warn!(source = %self.name, error = %e, "partition discovery failed; will retry");
             }
         }
+        self.assign_added()?;
         let mut read = 0;
         while !out.is_full() {
             let message = match self.consumer.poll(Duration::ZERO) {
@@ -547,14 +599,15 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             let found =
                 self.parts.iter_mut().find(|p| Some(p.topic) == i && p.partition == partition);
             let Some(part) = found else { continue };
+            if part.next.is_some_and(|next| offset < next) {
+                // Fetched before a seek (a restore) or a pause: read already, or not ours to
+                // read. Kafka offsets only grow within a partition.
+                tracing::debug!(source = %self.name, topic = %topic, partition, offset,
+                    "record before the partition's position skipped");
+                continue;
+            }
             // Re-read after a restore: only what the checkpoint did not hold.
-            let replay = match part.replay {
-                Some((until, cut)) if offset < until => Some(cut),
-                _ => {
-                    part.replay = None;
-                    None
-                }
-            };
+            let replay = part.replay.cut_at(offset);
             match decoded {
                 Ok(record) => {
                     let t = record.event_time();
@@ -618,7 +671,8 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             let Some(next) = part.next else { continue };
             let from = after_cut.unwrap_or(next).min(next);
             let topic = self.config.topics[part.topic].clone();
-            positions.push(Position { topic, partition: part.partition, from, next });
+            let older = part.replay.older(next);
+            positions.push(Position { topic, partition: part.partition, from, next, older });
         }
         let bytes = encode(&positions)?;
         self.to_commit.push((checkpoint, positions));
@@ -648,24 +702,25 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
     fn restore(&mut self, cut: Cut, positions: Vec<Vec<u8>>) -> Result<()> {
         let name = self.name.clone();
         let fail = |reason: String| Error::Source { source_name: name.clone(), reason };
-        let mut tpl = TopicPartitionList::new();
+        let mut restored = 0;
         for bytes in positions {
             let positions: Vec<Position> = decode(&bytes)?;
             for p in positions {
                 let Some(part) = self.part(&p.topic, p.partition) else { continue };
                 part.next = Some(p.from);
-                part.replay = (p.from < p.next).then_some((p.next, cut));
-                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.from))
-                    .map_err(|e| fail(e.to_string()))?;
+                let spans = std::iter::once((p.next, cut)).filter(|(until, _)| p.from < *until);
+                let older = p.older.iter().map(|&(until, time)| (until, Cut { time, ..cut }));
+                part.replay = Replay(spans.chain(older).collect());
+                // Not assigned yet (that happens at the first poll): only the offset moves.
+                self.unassigned
+                    .set_partition_offset(&p.topic, p.partition, Offset::Offset(p.from))
+                    .map_err(|e| fail(format!("{}/{}: {e}", p.topic, p.partition)))?;
+                restored += 1;
             }
         }
-        if tpl.count() == 0 {
-            return Ok(());
-        }
-        tracing::info!(source = %self.name, worker = self.worker, partitions = tpl.count(),
+        tracing::info!(source = %self.name, worker = self.worker, partitions = restored,
             "partitions restored to their checkpointed offsets");
-        self.consumer.incremental_unassign(&tpl).map_err(|e| fail(e.to_string()))?;
-        self.consumer.incremental_assign(&tpl).map_err(|e| fail(e.to_string()))
+        Ok(())
     }
 
     /// Pauses or resumes every assigned partition: librdkafka drops what it fetched ahead and,
@@ -703,6 +758,23 @@ mod tests {
         }
         // Adding partitions does not move the existing ones.
         assert!(owns(0, 3, 1, 2));
+    }
+
+    /// A run restored from one checkpoint and checkpointed again before it re-read everything
+    /// passes the spans it has not reached on, each with the cut that decides it.
+    #[test]
+    fn replay_spans_keep_the_cut_of_the_run_that_read_them() {
+        use tributary_runtime::Granularity;
+        let cut = |time| Cut { time, granularity: Granularity::DEFAULT };
+        let mut replay = Replay([(10, cut(2_000)), (20, cut(1_000))].into());
+        assert_eq!(replay.older(5), vec![(10, 2_000), (20, 1_000)]);
+        assert_eq!(replay.older(15), vec![(20, 1_000)]);
+        assert_eq!(replay.older(20), vec![]);
+        assert_eq!(replay.cut_at(3).map(|c| c.time), Some(2_000));
+        assert!(!replay.cut_at(9).unwrap().includes(1_999));
+        assert!(replay.cut_at(12).unwrap().includes(1_050));
+        assert_eq!(replay.cut_at(25), None);
+        assert!(replay.0.is_empty(), "passed spans are dropped");
     }
 
     #[test]

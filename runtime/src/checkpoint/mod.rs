@@ -81,7 +81,8 @@ impl CheckpointConfig {
 }
 
 /// Version of the checkpoint files this build writes; it reads this version only.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: Kafka partition positions carry the spans a restored run had not re-read yet.
+pub const FORMAT_VERSION: u32 = 2;
 /// First bytes of every worker part file.
 const MAGIC: &[u8; 8] = b"TRIBCKPT";
 
@@ -197,6 +198,7 @@ impl Checkpoints {
                 workers = manifest.workers, last = manifest.last, "restoring from checkpoint");
             Restored { manifest, parts: Mutex::default() }
         });
+        let high = restored.as_ref().map_or(0, |r| r.manifest.cut);
         Ok(Checkpoints {
             job,
             store,
@@ -204,7 +206,10 @@ impl Checkpoints {
             keep: config.keep,
             first_worker,
             restored,
-            slots: (0..workers).map(|_| WorkerSlot::default()).collect(),
+            // A restored job's sources start at the cut: later cuts must lie above it.
+            slots: (0..workers)
+                .map(|_| WorkerSlot { high: AtomicU64::new(high), ..WorkerSlot::default() })
+                .collect(),
         })
     }
 
