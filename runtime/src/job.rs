@@ -167,6 +167,8 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
                 }
             })
             .map_err(Error::Startup)?;
+        // Connected to every peer, workers running: ready until they stop.
+        crate::serve::set_ready(true);
 
         let first_index = runtime.process_id * runtime.workers;
         let mut panic = None;
@@ -175,6 +177,7 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
                 panic.get_or_insert(Error::WorkerPanic { worker: first_index + offset, message });
             }
         }
+        crate::serve::set_ready(false);
         if let Some(error) = context.state.take_failure().or(panic) {
             return Err(error);
         }

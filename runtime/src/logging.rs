@@ -1,5 +1,7 @@
 //! Sets up `tracing` for a job process: text or JSON lines on stderr, filtered like `RUST_LOG`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, RuntimeConfig};
@@ -14,7 +16,12 @@ pub fn init(config: &RuntimeConfig) -> Result<(), ConfigError> {
         _ => EnvFilter::try_new(&config.log)
             .map_err(|e| ConfigError::new("runtime.log", format!("`{}`: {e}", config.log)))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal (not in files, pipes or `tributary run`).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match config.log_format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

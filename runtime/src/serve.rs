@@ -2,14 +2,25 @@
 //!
 //! Started with `--metrics-addr` (a port binds 127.0.0.1; `host:port` binds that address).
 //! `GET /metrics` renders every metric in Prometheus' text format (the names are in
-//! [`crate::metrics`]); `GET /health` answers `ok` while the process runs.
+//! [`crate::metrics`]); `GET /health` answers `ok` while the process runs (liveness);
+//! `GET /ready` answers `ready` once the process has joined its cluster and runs the
+//! dataflow, `503 starting` before and after (readiness).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::error::ConfigError;
+
+/// Whether the process runs its dataflow (see [`set_ready`]).
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Marks the process ready (connected to its peers, dataflow running) or not, for `/ready`.
+pub fn set_ready(ready: bool) {
+    READY.store(ready, Ordering::Release);
+}
 
 /// A running endpoint; dropping it stops the server thread.
 pub struct MetricsServer {
@@ -65,6 +76,10 @@ fn serve(server: &tiny_http::Server, handle: &PrometheusHandle) {
                 text(handle.render(), "text/plain; version=0.0.4; charset=utf-8", 200)
             }
             "/health" => text("ok\n".into(), "text/plain; charset=utf-8", 200),
+            "/ready" if READY.load(Ordering::Acquire) => {
+                text("ready\n".into(), "text/plain; charset=utf-8", 200)
+            }
+            "/ready" => text("starting\n".into(), "text/plain; charset=utf-8", 503),
             _ => text("not found\n".into(), "text/plain; charset=utf-8", 404),
         };
         if let Err(error) = request.respond(response) {

@@ -10,27 +10,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::tansu::Tansu;
-use support::{job_command, parquet_output, read_parquet, run_job, wait_for};
+use support::{
+    iot_stats_rows as rows, job_command, latest_checkpoint, parquet_output, read_parquet, run_job,
+    wait_for, PACED_READINGS,
+};
 
-/// 600 000 readings of 50 devices over ten minutes of event time, up to 2 s out of order,
-/// generated at 150 000 per second so that a run lasts about four seconds.
-const INPUT: &[&str] = &[
-    "--set",
-    "job.readings.pace.events=600000",
-    "--set",
-    "job.readings.devices=50",
-    "--set",
-    "job.readings.pace.rate=150000",
-];
-
-/// `iot-stats` over [`INPUT`] into Parquet files in `out`.
+/// `iot-stats` over [`PACED_READINGS`] into Parquet files in `out`.
 fn args(out: &Path, checkpoints: Option<&Path>, workers: usize) -> Vec<String> {
     let output = parquet_output(out, "roll = { max_rows = 400 }");
     job_args(input(), output, checkpoints, workers)
 }
 
 fn input() -> Vec<String> {
-    INPUT.iter().map(|s| s.to_string()).collect()
+    PACED_READINGS.iter().map(|s| s.to_string()).collect()
 }
 
 /// `args`, then the `output` setting, the worker count and, with `checkpoints`, a checkpoint
@@ -60,14 +52,6 @@ static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
     ALONE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Every visible row, in a fixed order.
-fn rows(dir: &Path) -> Vec<Value> {
-    let sql = "SELECT device, CAST(epoch_ms(window_start) AS BIGINT) AS start, count, min, max, \
-               mean, revision FROM t ORDER BY device, start, revision";
-    let read = read_parquet(dir, Some(sql));
-    read["query"].as_array().expect("query rows").clone()
 }
 
 /// Asserts equal row lists, naming the first differences and how many rows differ rather
@@ -176,17 +160,6 @@ fn cut_of(dir: &Path, job: &str, id: u64) -> u64 {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(manifest).expect("manifest")).expect("JSON");
     manifest["cut"].as_u64().expect("a cut")
-}
-
-/// The number of the latest complete checkpoint of `job` (0: none).
-fn latest_checkpoint(dir: &Path, job: &str) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir.join(job)) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("MANIFEST.json").exists())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
-        .max()
-        .unwrap_or(0)
 }
 
 #[test]
@@ -364,8 +337,15 @@ fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
             out.display()
         );
         let mut args = job_args(input.clone(), output, chk, workers);
-        // Reading from Kafka is fast: checkpoint often, so that every run ends in a kill.
-        args.extend(["--set".into(), "runtime.checkpoint.interval=\"50ms\"".into()]);
+        // Reading from Kafka is fast: checkpoint often, so that every run ends in a kill. A
+        // worker whose consumer gets its first records late (seconds, on Tansu) would let the
+        // other read far ahead, and a cut lies above everything read: keep them aligned.
+        args.extend([
+            "--set".into(),
+            "runtime.checkpoint.interval=\"50ms\"".into(),
+            "--set".into(),
+            "runtime.watermarks.max_drift=\"1s\"".into(),
+        ]);
         args
     };
 

@@ -65,6 +65,8 @@ fn metrics_are_served_while_the_job_runs_and_match_its_output() {
             _ => None,
         });
     assert_eq!(get(&address, "/health"), Some((200, "ok\n".to_owned())));
+    // Records flow, so the dataflow runs: ready (the Kubernetes readiness probe).
+    assert_eq!(get(&address, "/ready"), Some((200, "ready\n".to_owned())));
     assert_eq!(get(&address, "/nothing").map(|(s, _)| s), Some(404));
     let read = total(&mid_run, "tributary_source_records_total");
     let written = total(&mid_run, "tributary_sink_records_total");

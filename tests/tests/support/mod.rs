@@ -179,3 +179,33 @@ pub fn parquet_output(dir: &Path, extra: &str) -> String {
         dir.display()
     )
 }
+
+/// Every row of `iot-stats` Parquet output in `dir`, in a fixed order.
+pub fn iot_stats_rows(dir: &Path) -> Vec<serde_json::Value> {
+    let sql = "SELECT device, CAST(epoch_ms(window_start) AS BIGINT) AS start, count, min, max, \
+               mean, revision FROM t ORDER BY device, start, revision";
+    read_parquet(dir, Some(sql))["query"].as_array().expect("query rows").clone()
+}
+
+/// The number of the latest complete checkpoint of `job` under `dir` (0: none).
+pub fn latest_checkpoint(dir: &Path, job: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir.join(job)) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("MANIFEST.json").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// `iot-stats` input for crash tests: 600 000 readings of 50 devices over ten minutes of event
+/// time, up to 2 s out of order, generated at 150 000 per second so that a run lasts about
+/// four seconds.
+pub const PACED_READINGS: &[&str] = &[
+    "--set",
+    "job.readings.pace.events=600000",
+    "--set",
+    "job.readings.devices=50",
+    "--set",
+    "job.readings.pace.rate=150000",
+];
