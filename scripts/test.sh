@@ -9,5 +9,14 @@ scripts/install-tansu.sh
 export PATH="${HOME}/.cargo/bin:${PATH}"
 # The Parquet tests read the output with DuckDB and pyarrow.
 scripts/install-python-tools.sh
+# `tributary submit` is tested against a real OpenSSH server on a loopback port.
+if [ ! -x /usr/sbin/sshd ]; then
+    echo "installing openssh-server (for the tributary submit test)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        openssh-server >/dev/null
+fi
 
 cargo test --workspace --locked "$@"

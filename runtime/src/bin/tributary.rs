@@ -3,16 +3,18 @@
 //!
 //! ```text
 //! tributary run --processes 3 --workers 2 ./target/release/my-job -- --config job.toml
+//! tributary submit --hosts hosts.txt --config job.toml ./target/release/my-job
 //! tributary k8s my-job --processes 4 --image registry.example/my-job:1.0 --config job.toml
 //! ```
 //!
 //! `run` picks free loopback ports, writes the hostfile, starts one process per index with
 //! `--processes`, `--process-id`, `--workers` and `--hostfile` appended to the job's
 //! arguments, passes the job's stdout through and prefixes each process's log lines with
-//! `[p<i>]`. When a process fails, the others are stopped (timely cannot go on without a
-//! peer) and, within `--max-restarts`, the whole job starts again after a backoff: with
-//! `runtime.checkpoint.dir` set, it resumes from its latest checkpoint. A configuration error
-//! (exit code 2) is never retried.
+//! `[p<i>]`. `submit` does the same with one process per host over ssh, after copying the
+//! binary, the hostfile and the configuration there. When a process fails, the others are
+//! stopped (timely cannot go on without a peer) and, within `--max-restarts`, the whole job
+//! starts again after a backoff: with `runtime.checkpoint.dir` set, it resumes from its latest
+//! checkpoint. A configuration error (exit code 2) is never retried.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -53,6 +55,8 @@ struct Cli {
 enum Cmd {
     /// Runs a job binary as a cluster of processes on this machine and supervises it.
     Run(RunArgs),
+    /// Copies a job binary to hosts over ssh, runs one process on each and supervises them.
+    Submit(SubmitArgs),
     /// Prints Kubernetes manifests (ConfigMap, headless Service, StatefulSet, checkpoint
     /// volume claim) that run a job image as a cluster.
     K8s(K8sArgs),
@@ -66,13 +70,51 @@ struct RunArgs {
     /// Worker threads per process.
     #[arg(long, short = 'w', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
+    #[command(flatten)]
+    restarts: Restarts,
+    /// The job binary.
+    job: PathBuf,
+    /// Arguments for the job (after `--`).
+    #[arg(last = true)]
+    args: Vec<OsString>,
+}
+
+/// The restart policy.
+#[derive(Args, Debug, Clone, Copy)]
+struct Restarts {
     /// How often the job is restarted after a failure (0: never).
     #[arg(long, default_value_t = 3)]
     max_restarts: u32,
     /// Wait before the first restart; doubles with each further one, up to a minute.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     backoff: Duration,
-    /// The job binary.
+}
+
+#[derive(Args, Debug)]
+struct SubmitArgs {
+    /// File with one host per line, process 0 first: an ssh destination (`user@host`, or a
+    /// host of your ssh configuration), optionally followed by the `host:port` the other
+    /// processes reach it on (default: the destination's host and `--port`). `#` comments.
+    #[arg(long, value_name = "FILE")]
+    hosts: PathBuf,
+    /// Worker threads per process.
+    #[arg(long, short = 'w', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+    /// Port the processes connect to each other on, where the hosts file gives none.
+    #[arg(long, default_value_t = 2101)]
+    port: u16,
+    /// The job's TOML configuration, copied next to the binary.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory on each host that gets a folder per process with the binary in it.
+    #[arg(long, default_value = "/tmp/tributary")]
+    remote_dir: String,
+    /// ssh configuration file for `ssh -F` and `scp -F` (default: yours).
+    #[arg(long, short = 'F', value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+    #[command(flatten)]
+    restarts: Restarts,
+    /// The job binary (built for the hosts).
     job: PathBuf,
     /// Arguments for the job (after `--`).
     #[arg(last = true)]
@@ -126,6 +168,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::Run(args) => run(&args),
+        Cmd::Submit(args) => submit(&args),
         Cmd::K8s(args) => k8s(&args).map(|()| ExitCode::SUCCESS),
     };
     outcome.unwrap_or_else(|error| {
@@ -149,15 +192,186 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if !args.job.is_file() {
         bail!("`{}` is not a job binary (no such file)", args.job.display());
     }
+    let processes = usize::from(args.processes);
+    supervise(args.restarts, || {
+        let hostfile = if processes > 1 {
+            let hosts: String =
+                free_ports(processes)?.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+            Some(TempFile::write("hosts", &hosts)?)
+        } else {
+            None
+        };
+        let commands = (0..processes)
+            .map(|process| {
+                let mut command = Command::new(&args.job);
+                command.args(&args.args).arg("--workers").arg(args.workers.to_string());
+                if let Some(hostfile) = &hostfile {
+                    command
+                        .arg("--processes")
+                        .arg(processes.to_string())
+                        .arg("--process-id")
+                        .arg(process.to_string())
+                        .arg("--hostfile")
+                        .arg(&hostfile.0);
+                }
+                command
+            })
+            .collect();
+        Cluster::start(commands, &args.job, hostfile)
+    })
+}
+
+/// One line of a `submit` hosts file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Host {
+    /// Where ssh connects: `user@host` or a host of the ssh configuration.
+    destination: String,
+    /// Where the other processes connect: `host:port`.
+    address: String,
+}
+
+/// Reads a hosts file: `DESTINATION [HOST:PORT]` per line, `#` comments.
+fn read_hosts(path: &Path, port: u16) -> anyhow::Result<Vec<Host>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the hosts file `{}`", path.display()))?;
+    let mut hosts = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let at = || format!("{}:{}", path.display(), number + 1);
+        let host = match fields[..] {
+            [] => continue,
+            [destination] => {
+                let name = destination.rsplit('@').next().unwrap_or(destination);
+                Host { destination: destination.into(), address: format!("{name}:{port}") }
+            }
+            [destination, address]
+                if address.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+            {
+                Host { destination: destination.into(), address: address.into() }
+            }
+            [_, address] => bail!("{}: `{address}` is not a host:port address", at()),
+            _ => bail!("{}: expected `DESTINATION [HOST:PORT]`, found `{line}`", at()),
+        };
+        hosts.push(host);
+    }
+    if hosts.is_empty() {
+        bail!("{}: no hosts", path.display());
+    }
+    Ok(hosts)
+}
+
+fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
+    if !args.job.is_file() {
+        bail!("`{}` is not a job binary (no such file)", args.job.display());
+    }
+    let hosts = read_hosts(&args.hosts, args.port)?;
+    let name = args.job.file_name().context("the job binary has a file name")?.to_string_lossy();
+    let hostfile: String = hosts.iter().map(|h| format!("{}\n", h.address)).collect();
+    let hostfile = TempFile::write("hosts", &hostfile)?;
+    let ssh = |program: &str| {
+        let mut command = Command::new(program);
+        if let Some(config) = &args.ssh_config {
+            command.arg("-F").arg(config);
+        }
+        command.args(["-o", "BatchMode=yes"]);
+        command
+    };
+    let quote = |arg: &str| -> anyhow::Result<String> {
+        Ok(shlex::try_quote(arg).context("an argument with a NUL byte")?.into_owned())
+    };
+    let dirs: Vec<String> =
+        (0..hosts.len()).map(|i| format!("{}/{name}-p{i}", args.remote_dir)).collect();
+
+    // Copy the binary, the hostfile and the configuration, one folder per process.
+    for (i, host) in hosts.iter().enumerate() {
+        eprintln!("tributary: copying `{name}` to {}:{}", host.destination, dirs[i]);
+        let status = ssh("ssh")
+            .arg(&host.destination)
+            .arg(format!("mkdir -p {}", quote(&dirs[i])?))
+            .stdin(Stdio::null())
+            .status()
+            .context("cannot run ssh")?;
+        if !status.success() {
+            bail!("ssh {} failed ({})", host.destination, describe(status));
+        }
+        let mut scp = ssh("scp");
+        scp.arg("-q").arg(&args.job).arg(&hostfile.0);
+        if let Some(config) = &args.config {
+            scp.arg(config);
+        }
+        let status = scp
+            .arg(format!("{}:{}/", host.destination, dirs[i]))
+            .stdin(Stdio::null())
+            .status()
+            .context("cannot run scp")?;
+        if !status.success() {
+            bail!("scp to {} failed ({})", host.destination, describe(status));
+        }
+    }
+
+    let hostfile_name =
+        hostfile.0.file_name().context("the hostfile has a name")?.to_string_lossy().into_owned();
+    let config_name = match &args.config {
+        Some(c) => Some(
+            c.file_name().context("the config has a file name")?.to_string_lossy().into_owned(),
+        ),
+        None => None,
+    };
+    // Per process: the ssh destination and the command line for its shell.
+    let mut remotes = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let mut job: Vec<String> = vec![format!("./{name}")];
+        for arg in &args.args {
+            job.push(arg.to_str().context("job arguments must be UTF-8 for ssh")?.to_owned());
+        }
+        let processes = hosts.len().to_string();
+        let workers = args.workers.to_string();
+        let id = i.to_string();
+        let flags = ["--processes", &processes, "--process-id", &id, "--workers", &workers];
+        job.extend(flags.iter().map(|f| f.to_string()));
+        job.extend(["--hostfile".to_owned(), hostfile_name.clone()]);
+        if let Some(config) = &config_name {
+            job.extend(["--config".to_owned(), config.clone()]);
+        }
+        let job: Vec<String> = job.iter().map(|a| quote(a)).collect::<anyhow::Result<_>>()?;
+        // The job runs in the background of a shell that stops it (SIGTERM) when its stdin
+        // closes: when this tool stops it, or the connection drops. (A background list
+        // reads /dev/null, so the watcher gets stdin as fd 3.)
+        let remote = format!(
+            "cd {} && exec sh -c 'exec 3<&0; \"$@\" & job=$!; \
+             (cat <&3 >/dev/null; kill -TERM $job) >/dev/null 2>&1 & wait $job' sh {}",
+            quote(&dirs[i])?,
+            job.join(" ")
+        );
+        remotes.push((&host.destination, remote));
+    }
+    supervise(args.restarts, || {
+        let commands = (remotes.iter())
+            .map(|(destination, remote)| {
+                let mut command = ssh("ssh");
+                command.arg(destination).arg(remote);
+                command
+            })
+            .collect();
+        Cluster::start(commands, Path::new("ssh"), None)
+    })
+}
+
+/// Starts the job with `start` and restarts it after failures, as `policy` allows.
+fn supervise(
+    policy: Restarts,
+    mut start: impl FnMut() -> anyhow::Result<Cluster>,
+) -> anyhow::Result<ExitCode> {
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupted);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the interrupt handler")?;
 
     let mut restarts = 0;
-    let mut backoff = args.backoff;
+    let mut backoff = policy.backoff;
     loop {
-        let cluster = Cluster::start(args)?;
+        let cluster = start()?;
         match cluster.supervise(&interrupted) {
             Outcome::Finished => return Ok(ExitCode::SUCCESS),
             Outcome::Interrupted => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
@@ -169,14 +383,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     );
                     return Ok(ExitCode::from(code));
                 }
-                if restarts >= args.max_restarts {
+                if restarts >= policy.max_restarts {
                     eprintln!("tributary: giving up after {restarts} restart(s)");
                     return Ok(ExitCode::from(code));
                 }
                 restarts += 1;
                 eprintln!(
                     "tributary: restart {restarts} of {} in {}",
-                    args.max_restarts,
+                    policy.max_restarts,
                     humantime::format_duration(backoff)
                 );
                 let until = Instant::now() + backoff;
@@ -209,50 +423,57 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn write(name: &str, contents: &str) -> anyhow::Result<TempFile> {
+        let file = format!("tributary-{}-{}.{name}", std::process::id(), unique());
+        let path = std::env::temp_dir().join(file);
+        std::fs::write(&path, contents)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        Ok(TempFile(path))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// One start of the job: its processes, their log forwarders and the hostfile.
 struct Cluster {
     children: Vec<Option<Child>>,
+    /// Each process's stdin, held open while it runs (`submit` stops a remote process by
+    /// closing it).
+    inputs: Vec<std::process::ChildStdin>,
     forwarders: Vec<JoinHandle<()>>,
-    hostfile: Option<PathBuf>,
+    _hostfile: Option<TempFile>,
 }
 
 impl Cluster {
-    fn start(args: &RunArgs) -> anyhow::Result<Cluster> {
-        let processes = usize::from(args.processes);
-        let hostfile = if processes > 1 {
-            let path = std::env::temp_dir().join(format!(
-                "tributary-{}-{}.hosts",
-                std::process::id(),
-                unique()
-            ));
-            let hosts: String =
-                free_ports(processes)?.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
-            std::fs::write(&path, hosts)
-                .with_context(|| format!("cannot write the hostfile `{}`", path.display()))?;
-            Some(path)
-        } else {
-            None
+    /// Starts process `i` with `commands[i]`.
+    fn start(
+        commands: Vec<Command>,
+        job: &Path,
+        hostfile: Option<TempFile>,
+    ) -> anyhow::Result<Cluster> {
+        let processes = commands.len();
+        let mut cluster = Cluster {
+            children: Vec::new(),
+            inputs: Vec::new(),
+            forwarders: Vec::new(),
+            _hostfile: hostfile,
         };
-        let mut cluster = Cluster { children: Vec::new(), forwarders: Vec::new(), hostfile };
-        for process in 0..processes {
-            let mut command = Command::new(&args.job);
-            command.args(&args.args).arg("--workers").arg(args.workers.to_string());
-            if let Some(hostfile) = &cluster.hostfile {
-                command
-                    .arg("--processes")
-                    .arg(processes.to_string())
-                    .arg("--process-id")
-                    .arg(process.to_string())
-                    .arg("--hostfile")
-                    .arg(hostfile);
-            }
+        for (process, mut command) in commands.into_iter().enumerate() {
             // Its own process group: a Ctrl-C in the terminal reaches this tool only, which
             // then stops every process once.
-            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
             command.process_group(0);
-            let mut child = command
-                .spawn()
-                .with_context(|| format!("cannot start `{}`", args.job.display()))?;
+            let mut child =
+                command.spawn().with_context(|| format!("cannot start `{}`", job.display()))?;
+            cluster.inputs.extend(child.stdin.take());
             eprintln!("tributary: started process {process} of {processes} (pid {})", child.id());
             if let Some(out) = child.stdout.take() {
                 cluster.forwarders.push(forward(out, None));
@@ -309,9 +530,10 @@ impl Cluster {
         outcome
     }
 
-    /// Asks every running process to stop (SIGTERM: it drains and exits), and kills those
-    /// still running after the grace period.
+    /// Asks every running process to stop (SIGTERM: it drains and exits; a remote one sees
+    /// its stdin close), and kills those still running after the grace period.
     fn stop(&mut self) {
+        self.inputs.clear();
         for child in self.children.iter().flatten() {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         }
@@ -333,9 +555,6 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
-        if let Some(path) = &self.hostfile {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
@@ -595,6 +814,28 @@ mod tests {
     }
 
     #[test]
+    fn hosts_files_name_a_destination_and_maybe_an_address() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hosts.txt");
+        let read = |text: &str| {
+            std::fs::write(&path, text).expect("written");
+            read_hosts(&path, 2101)
+        };
+        let hosts = read("# cluster\nops@10.0.0.1\n\nbox 10.0.0.2:7000  # gpu\n").expect("valid");
+        assert_eq!(
+            hosts,
+            [
+                Host { destination: "ops@10.0.0.1".into(), address: "10.0.0.1:2101".into() },
+                Host { destination: "box".into(), address: "10.0.0.2:7000".into() },
+            ]
+        );
+        let error = read("a\nb 10.0.0.2\n").unwrap_err().to_string();
+        assert!(error.ends_with("hosts.txt:2: `10.0.0.2` is not a host:port address"), "{error}");
+        assert!(read("a b c\n").unwrap_err().to_string().contains("expected `DESTINATION"));
+        assert!(read("# none\n").unwrap_err().to_string().contains("no hosts"));
+    }
+
+    #[test]
     fn run_arguments_follow_the_double_dash() {
         let cli = Cli::try_parse_from([
             "tributary",
@@ -610,7 +851,7 @@ mod tests {
         ])
         .expect("valid arguments");
         let Cmd::Run(run) = cli.command else { panic!("a run command") };
-        assert_eq!((run.processes, run.workers, run.max_restarts), (3, 2, 3));
+        assert_eq!((run.processes, run.workers, run.restarts.max_restarts), (3, 2, 3));
         assert_eq!(run.args, ["--set", "a=1"]);
         assert!(Cli::try_parse_from(["tributary", "run", "-p", "0", "./job"]).is_err());
     }
