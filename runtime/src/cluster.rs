@@ -75,7 +75,8 @@ pub fn connect(
     let hello = Hello { process: me as u64, processes: processes as u64, job: job.to_owned() };
     let fail = |reason: String| Error::Startup(reason);
 
-    let listener = TcpListener::bind(&addresses[me])
+    let listener = retry_until(deadline, || resolve(&addresses[me]))
+        .and_then(TcpListener::bind)
         .map_err(|e| fail(format!("process {me} cannot listen on {}: {e}", addresses[me])))?;
     listener.set_nonblocking(true).map_err(|e| fail(e.to_string()))?;
 
@@ -146,14 +147,32 @@ pub fn connect(
     Ok(sockets)
 }
 
+/// Connects to `address`, resolving it again on every attempt (a peer's name may appear
+/// only once it has started), until `deadline`.
 fn connect_one(address: &str, deadline: Instant) -> std::io::Result<TcpStream> {
-    let target = address.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "the address resolves to nothing")
-    })?;
-    loop {
+    retry_until(deadline, || {
+        let target = resolve(address)?;
         let left = deadline.saturating_duration_since(Instant::now());
-        match TcpStream::connect_timeout(&target, left.max(Duration::from_millis(1))) {
-            Ok(stream) => return Ok(stream),
+        TcpStream::connect_timeout(&target, left.max(Duration::from_millis(1)))
+    })
+}
+
+/// The first socket address `address` resolves to.
+fn resolve(address: &str) -> std::io::Result<std::net::SocketAddr> {
+    address.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the address resolves to nothing")
+    })
+}
+
+/// Calls `attempt` every [`RETRY`] until it succeeds or `deadline` passes (then its last
+/// error).
+fn retry_until<T>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
             Err(e) if Instant::now() + RETRY >= deadline => return Err(e),
             Err(_) => std::thread::sleep(RETRY),
         }

@@ -6,7 +6,6 @@
 //! levels: `TRIBUTARY_WORKERS=4` sets `runtime.workers`, `TRIBUTARY_JOB__READINGS__DEVICES=50`
 //! sets `job.readings.devices`. The flag `--set KEY=VALUE` overrides any key.
 
-use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -190,7 +189,13 @@ fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>, ConfigErr
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if line.to_socket_addrs().is_err() {
+        // Only the form is checked here: names are resolved when the processes connect, so
+        // a peer whose name appears late (a Kubernetes pod) is waited for.
+        let port = line.rsplit_once(':').and_then(|(host, port)| {
+            (!host.is_empty()).then_some(())?;
+            port.parse::<u16>().ok()
+        });
+        if port.is_none() {
             return Err(ConfigError::new(
                 format!("{}:{}", path.display(), number + 1),
                 format!("`{line}` is not a host:port address"),
@@ -471,5 +476,20 @@ mod tests {
             RunArgs { processes: Some(2), hostfile: Some(bad.path().into()), ..Default::default() };
         let e = load(&args, &[]).unwrap_err();
         assert!(e.key.ends_with(":2"), "{e}");
+
+        // Names are resolved when the processes connect (a pod's appears once it runs).
+        let later = file("job-0.job-peers.default.svc.cluster.local:2101\n[::1]:2101\n");
+        let args = RunArgs {
+            processes: Some(2),
+            hostfile: Some(later.path().into()),
+            ..Default::default()
+        };
+        assert_eq!(load(&args, &[]).unwrap().addresses.len(), 2);
+        for line in [":2101", "host:port", "host"] {
+            let bad = file(&format!("{line}\n127.0.0.1:1\n"));
+            let hostfile = Some(bad.path().into());
+            let args = RunArgs { processes: Some(2), hostfile, ..Default::default() };
+            assert!(load(&args, &[]).unwrap_err().key.ends_with(":1"), "{line}");
+        }
     }
 }
