@@ -9,14 +9,18 @@ scripts/install-tansu.sh
 export PATH="${HOME}/.cargo/bin:${PATH}"
 # The Parquet tests read the output with DuckDB and pyarrow.
 scripts/install-python-tools.sh
-# `tributary submit` is tested against a real OpenSSH server on a loopback port.
-if [ ! -x /usr/sbin/sshd ]; then
-    echo "installing openssh-server (for the tributary submit test)"
+# `tributary submit` is tested against a real OpenSSH server on a loopback port, and the
+# status page in headless Chromium; both come from Debian's packages.
+packages=()
+[ -x /usr/sbin/sshd ] || packages+=(openssh-server)
+command -v chromium >/dev/null || packages+=(chromium fonts-liberation)
+if [ "${#packages[@]}" -gt 0 ]; then
+    echo "installing ${packages[*]} (for the tributary submit and status page tests)"
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        openssh-server >/dev/null
+        "${packages[@]}" >/dev/null
 fi
 
 cargo test --workspace --locked "$@"

@@ -53,6 +53,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 
+    /// No progress line and no summary on the terminal (same as `runtime.progress = "never"`).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
     /// Overrides any configuration key, e.g. `--set job.readings.devices=50` (repeatable).
     #[arg(long = "set", short = 'D', value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -67,6 +71,19 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// When a job draws its progress line and prints its summary on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressMode {
+    /// When stderr is a terminal.
+    #[default]
+    Auto,
+    /// Always (a captured stderr then holds the line's redraws).
+    Always,
+    /// Never.
+    Never,
 }
 
 /// The `[runtime]` table: how the job runs, independent of what it computes.
@@ -100,6 +117,9 @@ pub struct RuntimeConfig {
     /// workers (all processes together), and resume when half have been taken in. `0`: no
     /// limit.
     pub max_in_flight: u64,
+    /// The progress line and exit summary on stderr: `auto` (on a terminal), `always`,
+    /// `never` (also `--quiet`).
+    pub progress: ProgressMode,
 }
 
 /// The `[runtime.watermarks]` table: idleness and alignment of every source.
@@ -133,6 +153,7 @@ impl Default for RuntimeConfig {
             metrics_addr: None,
             checkpoint: CheckpointConfig::default(),
             max_in_flight: crate::flow_control::DEFAULT_MAX_IN_FLIGHT,
+            progress: ProgressMode::Auto,
         }
     }
 }
@@ -288,6 +309,9 @@ fn merge_flags(mut figment: Figment, args: &RunArgs) -> Result<Figment, ConfigEr
     for assignment in &args.overrides {
         let (key, value) = parse_override(assignment)?;
         figment = figment.merge(Serialized::default(&key, value));
+    }
+    if args.quiet {
+        figment = figment.merge(Serialized::default("runtime.progress", ProgressMode::Never));
     }
     Ok(figment)
 }

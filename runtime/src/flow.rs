@@ -11,6 +11,7 @@ use crate::config::WatermarkConfig;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
 use crate::flow_control::{build_controller, Throttle, Traffic};
+use crate::status::Status;
 use crate::time::{Granularity, Time};
 
 /// A stream of records of type `D` in a Tributary dataflow.
@@ -89,6 +90,8 @@ pub struct JobContext {
     pub checkpoints: Option<Arc<Checkpoints>>,
     /// Records in flight between workers above which sources pause; `0`: no limit.
     pub max_in_flight: u64,
+    /// What the process's sources, sinks, operators and checkpoints have done, for people.
+    pub status: Arc<Status>,
 }
 
 impl JobContext {
@@ -104,6 +107,7 @@ impl JobContext {
             watermarks: WatermarkConfig::default(),
             checkpoints: None,
             max_in_flight: crate::flow_control::DEFAULT_MAX_IN_FLIGHT,
+            status: Arc::new(Status::new(name)),
         }
     }
 

@@ -26,7 +26,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
 use timely::dataflow::Scope;
-use timely::logging::{TimelyEvent, TimelyEventBuilder};
+use timely::logging::MessagesEvent;
 use timely::worker::Worker;
 
 use crate::metrics as m;
@@ -70,23 +70,20 @@ impl Traffic {
     ///
     /// It takes timely's `"timely"` logger slot, replacing any logger there.
     pub fn watch(worker: &mut Worker) -> Option<Traffic> {
-        if worker.peers() < 2 {
-            return None;
+        crate::status::watch(worker, true, None)
+    }
+
+    /// A worker's counts, fed by [`crate::status::watch`].
+    pub(crate) fn new() -> Traffic {
+        Traffic { counts: Rc::new(Counts::default()), peak: Rc::new(Cell::new(0)) }
+    }
+
+    /// Counts one logged message if it went to or came from another worker.
+    pub(crate) fn observe(&self, message: &MessagesEvent) {
+        if message.source != message.target {
+            let count = if message.is_send { &self.counts.sent } else { &self.counts.received };
+            count.set(count.get() + message.record_count);
         }
-        let counts = Rc::new(Counts::default());
-        let seen = Rc::clone(&counts);
-        worker.log_register()?.insert::<TimelyEventBuilder, _>("timely", move |_, events| {
-            let Some(events) = events else { return };
-            for (_, event) in events.iter() {
-                if let TimelyEvent::Messages(message) = event {
-                    if message.source != message.target {
-                        let count = if message.is_send { &seen.sent } else { &seen.received };
-                        count.set(count.get() + message.record_count);
-                    }
-                }
-            }
-        });
-        Some(Traffic { counts, peak: Rc::new(Cell::new(0)) })
     }
 
     /// The most records this worker's sources saw in flight between all workers at once.

@@ -1,6 +1,7 @@
 //! [`Job`]: parses the standard flags, loads and checks the configuration, starts the timely
 //! workers (threads and processes), builds the dataflow on each, and reports how it ended.
 
+use std::io::{IsTerminal, Write};
 use std::marker::PhantomData;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -13,11 +14,11 @@ use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 use timely::communication::{Config as Communication, Hooks};
 
 use crate::cluster;
-use crate::config::{Config, RunArgs};
+use crate::config::{Config, ProgressMode, RunArgs};
 use crate::error::{ConfigError, Error, Result};
 use crate::flow::{Flow, JobContext, JobState};
-use crate::flow_control::Traffic;
 use crate::logging;
+use crate::status::{self, Progress, Reporter, Summary};
 use crate::time::Time;
 
 /// Exit code for a job that failed while running.
@@ -112,20 +113,21 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
     {
         let config = Config::<C>::load(args)?;
         logging::init(&config.runtime)?;
-        let _metrics = match &config.runtime.metrics_addr {
+        let runtime = &config.runtime;
+        let mut context = JobContext::new(&self.name, runtime.granularity)
+            .with_watermarks(runtime.watermarks)
+            .with_max_in_flight(runtime.max_in_flight);
+        context.status.set_cluster(runtime.process_id, runtime.processes, runtime.workers);
+        let server = match &runtime.metrics_addr {
             Some(address) => {
                 let address = crate::serve::parse_address(address)
                     .map_err(|e| ConfigError::new("runtime.metrics_addr", e))?;
-                Some(crate::serve::MetricsServer::start(address)?)
+                Some(crate::serve::MetricsServer::start(address, Arc::clone(&context.status))?)
             }
             None => None,
         };
         let build = plan(&config)?;
 
-        let runtime = &config.runtime;
-        let mut context = JobContext::new(&self.name, runtime.granularity)
-            .with_watermarks(runtime.watermarks)
-            .with_max_in_flight(runtime.max_in_flight);
         if let Some(dir) = &runtime.checkpoint.dir {
             let store = Arc::new(crate::checkpoint::LocalDir::new(dir));
             let first_worker = runtime.process_id * runtime.workers;
@@ -138,6 +140,16 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
             )?;
             context = context.with_checkpoints(Arc::new(checkpoints));
         }
+        let progress = match runtime.progress {
+            ProgressMode::Auto => std::io::stderr().is_terminal(),
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+        };
+        // Operators and channels are watched only for the status page: it costs a log event
+        // per batch and activation.
+        let operators = server.is_some().then(|| Arc::clone(&context.status));
+        let reporter = (server.is_some() || progress)
+            .then(|| Reporter::start(Arc::clone(&context.status), progress.then(Progress::new)));
         let mut worker_config = timely::WorkerConfig::default();
         context.install(&mut worker_config);
         on_start(&context.state);
@@ -152,7 +164,7 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
                 let index = worker.index();
                 let span = tracing::info_span!("worker", index);
                 let _entered = span.enter();
-                let traffic = if max_in_flight > 0 { Traffic::watch(worker) } else { None };
+                let traffic = status::watch(worker, max_in_flight > 0, operators.clone());
                 worker.dataflow::<Time, _, _>(|scope| {
                     let mut flow = Flow::new(scope);
                     if let Some(traffic) = traffic {
@@ -178,7 +190,19 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
             }
         }
         crate::serve::set_ready(false);
-        if let Some(error) = context.state.take_failure().or(panic) {
+        drop(reporter);
+        let failure = context.state.take_failure().or(panic);
+        if progress {
+            let snapshot = context.status.snapshot(None);
+            let outcome = match &failure {
+                Some(_) => "failed",
+                None if context.state.stop_requested() => "stopped",
+                None => "finished",
+            };
+            let summary = Summary { snapshot: &snapshot, outcome }.to_string();
+            let _ = std::io::stderr().lock().write_all(summary.as_bytes());
+        }
+        if let Some(error) = failure {
             return Err(error);
         }
         let (records_in, records_out) = context.state.totals();

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod serve;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod time;
 
 pub use checkpoint::{CheckpointConfig, Checkpointer};

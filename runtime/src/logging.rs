@@ -18,10 +18,8 @@ pub fn init(config: &RuntimeConfig) -> Result<(), ConfigError> {
     };
     // Colours only for a person at a terminal (not in files, pipes or `tributary run`).
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(Stderr).with_ansi(ansi);
     let result = match config.log_format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
@@ -29,4 +27,18 @@ pub fn init(config: &RuntimeConfig) -> Result<(), ConfigError> {
     // An error only means a subscriber is already installed (tests, embedding programs).
     drop(result);
     Ok(())
+}
+
+/// Stderr, locked for each log line, with the progress line (if shown) erased first; the
+/// reporter draws it again within a second.
+struct Stderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
+    type Writer = std::io::StderrLock<'static>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        let mut stderr = std::io::stderr().lock();
+        crate::status::clear_line(&mut stderr);
+        stderr
+    }
 }

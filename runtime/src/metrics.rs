@@ -11,6 +11,8 @@ pub const SOURCE: &str = "source";
 pub const SINK: &str = "sink";
 /// Label: an operator's name.
 pub const OPERATOR: &str = "operator";
+/// Label: an operator's address in the dataflow, e.g. `0.7` (names repeat, addresses do not).
+pub const ID: &str = "id";
 /// Label: the global worker index.
 pub const WORKER: &str = "worker";
 
@@ -42,3 +44,17 @@ pub const IN_FLIGHT: &str = "tributary_flow_records_in_flight";
 pub const FLOW_PAUSES: &str = "tributary_flow_pauses_total";
 /// Counter: records too late for any window, sent to the late output.
 pub const LATE_DROPPED: &str = "tributary_operator_late_records_total";
+/// Gauge: the process's resident memory, in bytes.
+pub const RESIDENT_MEMORY: &str = "tributary_process_resident_memory_bytes";
+/// Gauge: records a partition holds beyond a source's position (Kafka consumer lag),
+/// labelled by `source` and `partition` (`topic/partition`).
+pub const PARTITION_LAG: &str = "tributary_source_partition_lag_records";
+/// Label: a source's partition, `topic/partition`.
+pub const PARTITION: &str = "partition";
+/// Histogram: seconds from a record's ingestion by a source to the sink write of the
+/// results it completes.
+pub const LATENCY: &str = "tributary_sink_latency_seconds";
+/// Counter: records an operator took in on all its inputs (with the status page on).
+pub const OPERATOR_RECORDS_IN: &str = "tributary_operator_records_in_total";
+/// Counter: records an operator sent on all its outputs (with the status page on).
+pub const OPERATOR_RECORDS_OUT: &str = "tributary_operator_records_out_total";

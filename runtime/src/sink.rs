@@ -11,6 +11,7 @@ use crate::checkpoint::Checkpointer;
 use crate::error::Result;
 use crate::flow::{job_context, Data, Events, JobState};
 use crate::metrics as m;
+use crate::status::Status;
 use crate::time::Time;
 
 /// Where a worker's writer stands in the job.
@@ -138,6 +139,9 @@ impl<D: Data> SinkExt<D> for Events<'_, D> {
                     committed: 0,
                     finished: false,
                     written: metrics::counter!(m::SINK_RECORDS, &labels),
+                    endpoint: job.status.sink(&ctx.name, ctx.worker_index),
+                    status: Arc::clone(&job.status),
+                    latency: metrics::histogram!(m::LATENCY, &labels),
                     state: Arc::clone(&job.state),
                 };
                 driver.restore()?;
@@ -178,6 +182,10 @@ struct SinkDriver<D, W: SinkWriter<D>> {
     /// The input has ended and the writer has prepared its last output.
     finished: bool,
     written: metrics::Counter,
+    endpoint: Arc<crate::status::Endpoint>,
+    /// The process's status, for the latency of what is written.
+    status: Arc<Status>,
+    latency: metrics::Histogram,
     state: Arc<JobState>,
 }
 
@@ -194,6 +202,7 @@ impl<D, W: SinkWriter<D>> SinkDriver<D, W> {
     fn write(&mut self, data: &mut Vec<D>) -> Result<()> {
         self.written.increment(data.len() as u64);
         self.state.count_out(data.len() as u64);
+        self.endpoint.add_records(data.len() as u64);
         self.writer.write(data)?;
         data.clear();
         Ok(())
@@ -217,7 +226,17 @@ impl<D, W: SinkWriter<D>> SinkDriver<D, W> {
     {
         let cut = self.checkpointer.as_ref().and_then(|c| c.pending());
         let mut result = Ok(());
+        let mut measured = None;
         input.for_each(|cap, data| {
+            // Latency: once per time per activation (results of one time come together).
+            let time = cap.least().copied();
+            if time.is_some() && measured != time {
+                measured = time;
+                let now = std::time::Instant::now();
+                if let Some(latency) = time.and_then(|t| self.status.emitted(t, now)) {
+                    self.latency.record(latency.as_secs_f64());
+                }
+            }
             let late = cut.is_some_and(|cut| cap.least().is_some_and(|&t| t >= cut));
             if late {
                 self.stash.push(std::mem::take(data));

@@ -113,6 +113,13 @@ pub trait SourceReader: 'static {
         let _ = paused;
         Ok(())
     }
+
+    /// Records each split still holds beyond the reader's position, as `(split, records)`
+    /// (a Kafka reader: `topic/partition` and its consumer lag), for metrics and the status
+    /// page. Called about once a second; `None` (the default) when the reader cannot tell.
+    fn backlog(&mut self) -> Option<Vec<(String, u64)>> {
+        None
+    }
 }
 
 /// The cut of the checkpoint a source restarts from, for deciding which re-read records to
@@ -253,6 +260,7 @@ impl<'scope> Flow<'scope> {
         };
         let reader = source.reader(&ctx);
         let state = Arc::clone(self.state());
+        let status = Arc::clone(&job_context(&scope).status);
         let granularity = self.granularity();
         let watermarks = job_context(&scope).watermarks;
 
@@ -279,7 +287,14 @@ impl<'scope> Flow<'scope> {
             let ok_cap = capabilities.pop().expect("three outputs, three capabilities");
             let caps = Caps { ok: ok_cap, err: err_cap, status: status_cap };
             let driver = reader.and_then(|reader| {
-                Driver::new(ctx, reader, caps, granularity, watermarks, checkpointer, running)
+                let endpoint = status.source(&ctx.name, ctx.worker_index);
+                let driver =
+                    Driver::new(ctx, reader, caps, granularity, watermarks, checkpointer, running);
+                driver.map(|mut driver| {
+                    driver.endpoint = endpoint;
+                    driver.status = Some(status);
+                    driver
+                })
             });
             let mut driver = match driver {
                 Ok(driver) => Some(driver),
@@ -319,6 +334,7 @@ impl<'scope> Flow<'scope> {
                         .and_then(|()| d.activate(others, &mut ok_output, &mut err_output))
                 };
                 state.count_in(d.records - before);
+                d.report(matches!(outcome, Ok(Poll::Done)));
                 let outcome =
                     outcome.and_then(|poll| d.checkpoint(poll == Poll::Done).map(|()| poll));
                 match outcome {
@@ -451,6 +467,15 @@ struct Driver<R: SourceReader> {
     committed: u64,
     /// Whether flow control has paused the reader.
     throttled: bool,
+    /// What the status page and progress line show of this worker.
+    endpoint: Arc<crate::status::Endpoint>,
+    /// The process's status, told when records of a new time go out (for latency).
+    status: Option<Arc<crate::status::Status>>,
+    /// The latest time and when it was noted there.
+    noted: (Time, Instant),
+    /// When the reader's backlog was last asked for, and a lag gauge per split.
+    backlog_at: Option<Instant>,
+    lag_gauges: Vec<(String, metrics::Gauge)>,
     _running: Running,
 }
 
@@ -489,6 +514,11 @@ where
             sent_high: 0,
             committed: 0,
             throttled: false,
+            endpoint: Arc::default(),
+            status: None,
+            noted: (0, Instant::now()),
+            backlog_at: None,
+            lag_gauges: Vec::new(),
             _running: running,
         };
         driver.restore()?;
@@ -593,6 +623,41 @@ where
             Poll::Pending(wait) if self.idle => Poll::Pending(wait.min(REPORT_EVERY)),
             other => other,
         })
+    }
+
+    /// Updates what the status page shows of this worker, and the reader's backlog (consumer
+    /// lag) about once a second.
+    fn report(&mut self, done: bool) {
+        let endpoint = &self.endpoint;
+        endpoint.set_records(self.records);
+        endpoint.set_dead_letters(self.dead_letters);
+        endpoint.set_watermark(if done { Time::MAX } else { *self.caps.ok.time() });
+        let now = Instant::now();
+        if self.sent_high > self.noted.0 && now - self.noted.1 >= crate::status::NOTE_EVERY {
+            self.noted = (self.sent_high, now);
+            if let Some(status) = &self.status {
+                status.ingested(self.sent_high, now);
+            }
+        }
+        if self.backlog_at.is_some_and(|at| now - at < crate::status::REPORT_EVERY) {
+            return;
+        }
+        self.backlog_at = Some(now);
+        let Some(backlog) = self.reader.backlog() else { return };
+        for (split, records) in &backlog {
+            let gauge = match self.lag_gauges.iter().find(|(s, _)| s == split) {
+                Some((_, gauge)) => gauge,
+                None => {
+                    let labels =
+                        [(m::SOURCE, self.ctx.name.clone()), (m::PARTITION, split.clone())];
+                    self.lag_gauges
+                        .push((split.clone(), metrics::gauge!(m::PARTITION_LAG, &labels)));
+                    &self.lag_gauges[self.lag_gauges.len() - 1].1
+                }
+            };
+            gauge.set(*records as f64);
+        }
+        self.endpoint.set_backlog(backlog);
     }
 
     /// Tells the peers this worker's watermark and idleness when they changed (at most every

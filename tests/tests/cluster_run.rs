@@ -146,3 +146,33 @@ fn a_killed_process_restarts_the_job_from_its_checkpoint_exactly_once() {
     assert_eq!(got.len(), expected.len(), "row count after the restart");
     assert_eq!(got, expected, "rows after the restart");
 }
+
+#[test]
+fn each_process_serves_its_own_status_page_on_consecutive_ports() {
+    // Free ports that are consecutive: bind the first, check the next.
+    let base = (20_000..60_000u16)
+        .step_by(97)
+        .find(|&p| (p..p + 2).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()))
+        .expect("two free consecutive ports");
+    let args =
+        ["--set", "job.readings.pace.events=2000000", "--set", "job.readings.pace.rate=50000"];
+    let child = tributary_run(2, 1, &["--metrics-port", &base.to_string()], "iot-stats", &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(support::KillOnDrop)
+        .expect("start tributary run");
+    for process in 0..2u16 {
+        let address = format!("127.0.0.1:{}", base + process);
+        let status: serde_json::Value = wait_for("a status page", Duration::from_secs(30), || {
+            let (_, body) = support::http_get(&address, "/status")?;
+            let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status["records_in"].as_u64()? > 0).then_some(status)
+        });
+        assert_eq!(
+            (status["process"].as_u64(), status["processes"].as_u64()),
+            (Some(u64::from(process)), Some(2))
+        );
+    }
+    drop(child);
+}

@@ -78,6 +78,62 @@ fn every_record_is_counted_exactly_once_from_kafka_to_kafka() {
 }
 
 #[test]
+fn metrics_count_every_record_and_the_consumer_lag_drains_to_zero() {
+    const RECORDS: u64 = 10_000;
+    let tansu = Tansu::durable();
+    tansu.create_topic("lagging", 2);
+    tansu.produce("lagging", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(tansu.count("lagging"), RECORDS as i64, "the broker holds every input record");
+    let address = support::free_addresses(1).remove(0);
+    // Small fetches (16 KiB) make the read take seconds, so the lag is seen before it
+    // drains. Unbounded: the job keeps running once it has read everything.
+    let input = format!(
+        "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"lagging\"], properties={{\
+         \"fetch.max.bytes\"=\"65536\", \"message.max.bytes\"=\"65536\", \
+         \"max.partition.fetch.bytes\"=\"16384\"}}}}",
+        tansu.address
+    );
+    let _job = support::job_command(
+        "iot-stats",
+        &["--workers", "2", "--metrics-addr", &address, "--set", &input],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .map(support::KillOnDrop)
+    .expect("start the job");
+    let scrape = || support::http_get(&address, "/metrics").filter(|(s, _)| *s == 200);
+    let lag = |body: &str| support::metric_total(body, "tributary_source_partition_lag_records");
+    let read = |body: &str| support::metric_total(body, "tributary_source_records_total");
+    let lagging = support::wait_for("a lag reported", Duration::from_secs(60), || {
+        scrape().map(|(_, body)| body).filter(|body| lag(body) > 0)
+    });
+    assert!(read(&lagging) < RECORDS, "{lagging}");
+    // Every record produced is counted, and the lag of both partitions falls to zero.
+    let caught_up = support::wait_for("every record read", Duration::from_secs(120), || {
+        scrape().map(|(_, body)| body).filter(|body| {
+            let both = ["lagging/0", "lagging/1"]
+                .iter()
+                .all(|p| body.contains(&format!("partition=\"{p}\"")));
+            read(body) >= RECORDS && both && lag(body) == 0
+        })
+    });
+    assert_eq!(read(&caught_up), RECORDS, "{caught_up}");
+    // The status page (a snapshot a second) says the same: every partition, no backlog.
+    support::wait_for("the status page caught up", Duration::from_secs(10), || {
+        let (_, status) = support::http_get(&address, "/status")?;
+        let status: Value = serde_json::from_str(&status).expect("status JSON");
+        let backlog: Vec<u64> = status["sources"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["backlog"].as_array().into_iter().flatten())
+            .filter_map(|b| b["records"].as_u64())
+            .collect();
+        (status["records_in"] == RECORDS && backlog == [0, 0]).then_some(())
+    });
+}
+
+#[test]
 fn malformed_records_are_dead_lettered_while_good_records_flow() {
     let tansu = Tansu::memory();
     tansu.create_topic("raw", 1);

@@ -2,31 +2,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{free_addresses, job_command, run_job, wait_for};
-
-/// `GET path` on `address`; `None` while nothing listens there.
-fn get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Some((status, body))
-}
-
-/// The sum of every sample of `metric` (over all label sets).
-fn total(body: &str, metric: &str) -> u64 {
-    body.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
+use support::{
+    free_addresses, http_get as get, job_command, metric_total as total, run_job, wait_for,
+};
 
 #[test]
 fn metrics_are_served_while_the_job_runs_and_match_its_output() {
@@ -76,6 +57,14 @@ fn metrics_are_served_while_the_job_runs_and_match_its_output() {
         mid_run.contains("tributary_source_records_total{source=\"iot-readings\",worker=\"1\"}")
     );
     assert!(mid_run.contains("# TYPE tributary_source_watermark_lag_seconds gauge"), "{mid_run}");
+    // The status page's view of the operators, as series: the file sink took in what it wrote.
+    let sink_in: u64 = support::metric_samples(&mid_run, "tributary_operator_records_in_total")
+        .filter(|(labels, _)| labels.contains("operator=\"sink:readings\""))
+        .map(|(_, v)| v as u64)
+        .sum();
+    assert!(sink_in > 0, "{mid_run}");
+    assert!(total(&mid_run, "tributary_process_resident_memory_bytes") > 1 << 20, "{mid_run}");
+    assert!(total(&mid_run, "tributary_sink_latency_seconds_count") > 0, "{mid_run}");
 
     let out = child.wait_with_output().expect("the job ends");
     let stderr = String::from_utf8_lossy(&out.stderr);

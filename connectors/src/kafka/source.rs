@@ -6,6 +6,7 @@
 //! within a topic, and stays put when partitions are added. The job owns its offsets; it
 //! commits them to its consumer group only so that lag tools and `start = "committed"` work.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -221,8 +222,33 @@ fn client_config(config: &KafkaSourceConfig, group: &str) -> ClientConfig {
     c
 }
 
+/// The consumer context of a reader: keeps the low and high watermarks (the first offset and
+/// the offset after the last record) of each partition from librdkafka's statistics,
+/// delivered during polls.
+#[derive(Default)]
+struct HighWatermarks(std::sync::Mutex<HashMap<(String, i32), (i64, i64)>>);
+
+impl rdkafka::ClientContext for HighWatermarks {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut high = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, topic) in statistics.topics {
+            for (partition, p) in topic.partitions {
+                // `-1` (unknown) until the first fetch response; partition -1 is internal.
+                if partition >= 0 && p.hi_offset >= 0 {
+                    high.insert((name.clone(), partition), (p.lo_offset.max(0), p.hi_offset));
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for HighWatermarks {}
+
 /// The number of partitions of `topic`, or why it cannot be had.
-fn partition_count(consumer: &BaseConsumer, topic: &str) -> std::result::Result<i32, String> {
+fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> std::result::Result<i32, String> {
     let metadata =
         consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(|e| e.to_string())?;
     let t = metadata.topics().first().ok_or("no metadata returned")?;
@@ -250,8 +276,10 @@ impl<D: Data + Timestamped> Source for KafkaSource<D> {
 
     fn reader(&self, ctx: &SourceContext) -> Result<KafkaReader<D>> {
         let fail = |reason: String| Error::Source { source_name: self.name.clone(), reason };
-        let consumer: BaseConsumer = client_config(&self.config, &self.config.group_id)
-            .create()
+        let consumer = client_config(&self.config, &self.config.group_id)
+            // librdkafka's statistics carry each partition's high watermark (for the lag).
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(HighWatermarks::default())
             .map_err(|e| fail(e.to_string()))?;
         let mut reader = KafkaReader {
             name: self.name.clone(),
@@ -355,7 +383,7 @@ impl Replay {
 /// One worker's share of a Kafka source.
 pub struct KafkaReader<D> {
     name: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<HighWatermarks>,
     decoder: Arc<dyn Decode<D>>,
     config: KafkaSourceConfig,
     worker: usize,
@@ -557,6 +585,21 @@ impl<D> KafkaReader<D> {
 
 impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
     type Item = D;
+
+    fn backlog(&mut self) -> Option<Vec<(String, u64)>> {
+        let high = self.consumer.context().0.lock().unwrap_or_else(|p| p.into_inner());
+        let backlog = self
+            .parts
+            .iter()
+            .filter_map(|part| {
+                let topic = &self.config.topics[part.topic];
+                let (low, high) = *high.get(&(topic.clone(), part.partition))?;
+                let lag = high.saturating_sub(part.next.unwrap_or(low)).max(0) as u64;
+                Some((format!("{topic}/{}", part.partition), lag))
+            })
+            .collect();
+        Some(backlog)
+    }
 
     fn poll(&mut self, out: &mut Emitter<'_, D>) -> Result<Poll> {
         let now = Instant::now();

@@ -184,7 +184,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         data: &mut Vec<Partial<K, Acc>>,
         agg: &A,
         granularity: Granularity,
-        late_updates: &metrics::Counter,
+        late_updates: &tributary_runtime::status::LateCounter,
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,

@@ -67,18 +67,19 @@ impl<K, V> Timestamped for WindowResult<K, V> {
     }
 }
 
-/// The operator name of one phase of a windowed aggregation and a counter labelled with it
-/// and the worker.
+/// The operator name of one phase of a windowed aggregation and a late-record counter
+/// labelled with it and the worker.
 pub(crate) fn instrument(
     scope: &timely::dataflow::Scope<'_, tributary_runtime::Time>,
     phase: &str,
     name: &str,
     metric: &'static str,
-) -> (String, metrics::Counter) {
+) -> (String, tributary_runtime::status::LateCounter) {
     use tributary_runtime::metrics as m;
     let operator = format!("{phase}:{name}");
     let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
-    (operator, metrics::counter!(metric, &labels))
+    let status = tributary_runtime::job_context(scope).status;
+    (operator, tributary_runtime::status::LateCounter::new(status, metric, &labels))
 }
 
 /// A stream of `T` with the keyed records that were too late for every window.

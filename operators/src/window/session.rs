@@ -244,7 +244,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
         cap: &Capability<Time>,
         data: &mut Vec<Partial<K, Acc>>,
         agg: &A,
-        late_updates: &metrics::Counter,
+        late_updates: &tributary_runtime::status::LateCounter,
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,

@@ -111,6 +111,7 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
 ) {
     let Some(shared) = context.checkpoints.clone() else { return };
     let state = Arc::clone(&context.state);
+    let status = Arc::clone(&context.status);
     let granularity = context.granularity;
     let job = context.name.clone();
     let (worker, peers) = (scope.index(), scope.peers());
@@ -304,6 +305,7 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
                                 metrics::histogram!(m::CHECKPOINT_SECONDS, &labels)
                                     .record(duration.as_secs_f64());
                                 metrics::gauge!(m::CHECKPOINT_BYTES, &labels).set(bytes as f64);
+                                status.checkpoint_completed(id, cut, bytes, duration);
                                 tracing::info!(
                                     checkpoint = id,
                                     cut,
@@ -316,6 +318,7 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
                             }
                             Err(error) => {
                                 metrics::counter!(m::CHECKPOINT_FAILURES, &labels).increment(1);
+                                status.checkpoint_failed();
                                 tracing::error!(%error, checkpoint = id, "checkpoint failed");
                             }
                         }

@@ -209,3 +209,54 @@ pub const PACED_READINGS: &[&str] = &[
     "--set",
     "job.readings.pace.rate=150000",
 ];
+
+/// `GET path` on `address` (HTTP/1.0): the status code and body; `None` while nothing
+/// listens there.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The sum of every sample of Prometheus `metric` in `body` (over all label sets).
+pub fn metric_total(body: &str, metric: &str) -> u64 {
+    metric_samples(body, metric).map(|(_, v)| v).sum::<f64>() as u64
+}
+
+/// Every sample of Prometheus `metric` in `body`: its labels (`{...}` or empty) and value.
+pub fn metric_samples<'a>(body: &'a str, metric: &'a str) -> impl Iterator<Item = (&'a str, f64)> {
+    body.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(metric)?;
+        if !rest.starts_with(['{', ' ']) {
+            return None;
+        }
+        let (labels, value) = rest.rsplit_once(' ')?;
+        Some((labels.trim(), value.parse().ok()?))
+    })
+}
+
+/// A child process that is stopped when the guard is dropped, so that a failing test does
+/// not leave a job running: SIGTERM (a job drains, `tributary run` stops its processes),
+/// then SIGKILL if it has not ended within ten seconds.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

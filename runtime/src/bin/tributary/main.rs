@@ -59,6 +59,10 @@ struct RunArgs {
     /// Worker threads per process.
     #[arg(long, short = 'w', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
+    /// Serve each process's metrics and status page on 127.0.0.1: process `i` on port
+    /// `PORT + i`.
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
     #[command(flatten)]
     restarts: Restarts,
     /// The job binary.
@@ -171,6 +175,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         bail!("`{}` is not a job binary (no such file)", args.job.display());
     }
     let processes = usize::from(args.processes);
+    if let Some(port) = args.metrics_port {
+        if usize::from(port) + processes > usize::from(u16::MAX) + 1 {
+            bail!(
+                "--metrics-port {port}: {processes} processes need ports up to {}",
+                usize::from(port) + processes - 1
+            );
+        }
+    }
     supervise(args.restarts, || {
         let hostfile = if processes > 1 {
             let hosts: String =
@@ -183,6 +195,10 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .map(|process| {
                 let mut command = Command::new(&args.job);
                 command.args(&args.args).arg("--workers").arg(args.workers.to_string());
+                if let Some(port) = args.metrics_port {
+                    let port = usize::from(port) + process;
+                    command.arg("--metrics-addr").arg(format!("127.0.0.1:{port}"));
+                }
                 if let Some(hostfile) = &hostfile {
                     command
                         .arg("--processes")
