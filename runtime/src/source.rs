@@ -471,8 +471,10 @@ struct Driver<R: SourceReader> {
     endpoint: Arc<crate::status::Endpoint>,
     /// The process's status, told when records of a new time go out (for latency).
     status: Option<Arc<crate::status::Status>>,
-    /// The latest time and when it was noted there.
-    noted: (Time, Instant),
+    /// The earliest time records went out at since the last report, and when the status was
+    /// last told of such a time.
+    sent_low: Option<Time>,
+    noted: Option<Instant>,
     /// When the reader's backlog was last asked for, and a lag gauge per split.
     backlog_at: Option<Instant>,
     lag_gauges: Vec<(String, metrics::Gauge)>,
@@ -516,7 +518,8 @@ where
             throttled: false,
             endpoint: Arc::default(),
             status: None,
-            noted: (0, Instant::now()),
+            sent_low: None,
+            noted: None,
             backlog_at: None,
             lag_gauges: Vec::new(),
             _running: running,
@@ -633,10 +636,14 @@ where
         endpoint.set_dead_letters(self.dead_letters);
         endpoint.set_watermark(if done { Time::MAX } else { *self.caps.ok.time() });
         let now = Instant::now();
-        if self.sent_high > self.noted.0 && now - self.noted.1 >= crate::status::NOTE_EVERY {
-            self.noted = (self.sent_high, now);
-            if let Some(status) = &self.status {
-                status.ingested(self.sent_high, now);
+        // Latency: records at or after `low` went out now. Between notes a result is timed
+        // from the previous one, at most `NOTE_EVERY` too early.
+        if let Some(low) = self.sent_low.take() {
+            if self.noted.is_none_or(|at| now - at >= crate::status::NOTE_EVERY) {
+                self.noted = Some(now);
+                if let Some(status) = &self.status {
+                    status.ingested(low, now);
+                }
             }
         }
         if self.backlog_at.is_some_and(|at| now - at < crate::status::REPORT_EVERY) {
@@ -726,6 +733,7 @@ where
         let mut ok = ok.activate();
         for (time, mut batch) in self.buckets.buckets.drain(..) {
             self.sent_high = self.sent_high.max(time);
+            self.sent_low = Some(self.sent_low.map_or(time, |low| low.min(time)));
             self.records += batch.len() as u64;
             self.records_counter.increment(batch.len() as u64);
             if time == *self.caps.ok.time() {

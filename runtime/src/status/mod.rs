@@ -249,7 +249,8 @@ impl Status {
         endpoint
     }
 
-    /// A source worker sent records at timely time `time` (at most once per [`NOTE_EVERY`]).
+    /// A source worker sent records at timely time `time` and later ones (told at most once
+    /// per [`NOTE_EVERY`]).
     pub fn ingested(&self, time: Time, at: Instant) {
         let mut times = lock(&self.ingest.0);
         times.entry(time).or_insert(at);
