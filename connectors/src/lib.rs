@@ -1,9 +1,10 @@
-//! Tributary's connectors: generators, files, Parquet, Kafka and stdout.
+//! Tributary's connectors: generators, files, Parquet, Kafka, stdout and a discard sink.
 //!
 //! Each connector implements [`tributary_runtime::Source`] or [`tributary_runtime::Sink`] and
 //! has a typed, serde-deserialised config (`deny_unknown_fields`) checked before the workers
 //! start.
 
+pub mod discard;
 pub mod file;
 pub mod generator;
 pub mod input;
@@ -12,6 +13,7 @@ pub mod output;
 pub mod parquet;
 pub mod stdout;
 
+pub use discard::DiscardSink;
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
 pub use generator::{
     Generator, IotConfig, IotReadings, MarketConfig, NexmarkConfig, NexmarkEvent, NexmarkEvents,

@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tributary_runtime::{ConfigError, Result, Sink, SinkContext, SinkWriter, Time};
 
+use crate::discard::{DiscardSink, DiscardWriter};
 use crate::file::{FileSink, FileSinkConfig, FileWriter};
 use crate::kafka::{KafkaSink, KafkaSinkConfig, KafkaWriter};
 use crate::parquet::{LocalStore, ParquetSink, ParquetSinkConfig, ParquetWriter};
@@ -11,8 +12,8 @@ use crate::stdout::{StdoutSink, StdoutWriter};
 
 /// Where a job writes its results: `{ kind = "stdout" }`,
 /// `{ kind = "file", path = "out/", format = "csv" }`,
-/// `{ kind = "parquet", path = "out/", partition_by = "dt={window_start:%Y-%m-%d}" }` or
-/// `{ kind = "kafka", brokers = "host:9092", topic = "stats" }`.
+/// `{ kind = "parquet", path = "out/", partition_by = "dt={window_start:%Y-%m-%d}" }`,
+/// `{ kind = "kafka", brokers = "host:9092", topic = "stats" }` or `{ kind = "discard" }`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Output {
@@ -25,6 +26,8 @@ pub enum Output {
     Parquet(ParquetSinkConfig),
     /// A Kafka topic.
     Kafka(KafkaSinkConfig),
+    /// Nowhere: records are counted and dropped (benchmarks).
+    Discard,
 }
 
 impl Output {
@@ -38,6 +41,7 @@ impl Output {
             Output::File(config) => AnySink::File(FileSink::new(name, config)?),
             Output::Parquet(config) => AnySink::Parquet(Box::new(ParquetSink::new(name, config)?)),
             Output::Kafka(config) => AnySink::Kafka(KafkaSink::new(name, config)?),
+            Output::Discard => AnySink::Discard(DiscardSink::new()),
         })
     }
 }
@@ -52,6 +56,8 @@ pub enum AnySink<D> {
     Parquet(Box<ParquetSink<D>>),
     /// See [`KafkaSink`].
     Kafka(KafkaSink<D>),
+    /// See [`DiscardSink`].
+    Discard(DiscardSink<D>),
 }
 
 impl<D> AnySink<D> {
@@ -83,6 +89,8 @@ pub enum AnyWriter<D> {
     Parquet(Box<ParquetWriter<D, LocalStore>>),
     /// See [`KafkaWriter`].
     Kafka(KafkaWriter<D>),
+    /// See [`DiscardWriter`].
+    Discard(DiscardWriter),
 }
 
 impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
@@ -94,6 +102,7 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
             AnySink::File(s) => s.name(),
             AnySink::Parquet(s) => s.name(),
             AnySink::Kafka(s) => s.name(),
+            AnySink::Discard(s) => s.name(),
         }
     }
 
@@ -103,6 +112,7 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
             AnySink::File(s) => AnyWriter::File(s.writer(ctx)?),
             AnySink::Parquet(s) => AnyWriter::Parquet(Box::new(s.writer(ctx)?)),
             AnySink::Kafka(s) => AnyWriter::Kafka(s.writer(ctx)?),
+            AnySink::Discard(s) => AnyWriter::Discard(s.writer(ctx)?),
         })
     }
 }
@@ -113,34 +123,38 @@ macro_rules! each {
         match $writer {
             AnyWriter::Stdout($w) => $call,
             AnyWriter::File($w) => $call,
-            AnyWriter::Parquet($w) => $call,
+            AnyWriter::Parquet(boxed) => {
+                let $w = &mut **boxed;
+                $call
+            }
             AnyWriter::Kafka($w) => $call,
+            AnyWriter::Discard($w) => $call,
         }
     };
 }
 
 impl<D: Serialize + 'static> SinkWriter<D> for AnyWriter<D> {
     fn write(&mut self, records: &mut Vec<D>) -> Result<()> {
-        each!(self, w => w.write(records))
+        each!(self, w => SinkWriter::<D>::write(w, records))
     }
 
     fn progress(&mut self, frontier: Option<Time>) -> Result<()> {
-        each!(self, w => w.progress(frontier))
+        each!(self, w => SinkWriter::<D>::progress(w, frontier))
     }
 
     fn prepare(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
-        each!(self, w => w.prepare(checkpoint))
+        each!(self, w => SinkWriter::<D>::prepare(w, checkpoint))
     }
 
     fn commit(&mut self, checkpoint: u64) -> Result<()> {
-        each!(self, w => w.commit(checkpoint))
+        each!(self, w => SinkWriter::<D>::commit(w, checkpoint))
     }
 
     fn restore(&mut self, prepared: Vec<Vec<u8>>) -> Result<()> {
-        each!(self, w => w.restore(prepared))
+        each!(self, w => SinkWriter::<D>::restore(w, prepared))
     }
 
     fn discard(&mut self) {
-        each!(self, w => w.discard())
+        each!(self, w => SinkWriter::<D>::discard(w))
     }
 }

@@ -5,6 +5,7 @@
 pub mod iot_deviation;
 pub mod iot_produce;
 pub mod iot_stats;
+pub mod nexmark;
 
 /// Everything a typical job uses, in one import.
 pub mod prelude {
@@ -16,7 +17,7 @@ pub mod prelude {
     pub use tributary_operators::*;
     pub use tributary_runtime::time::format_event_time;
     pub use tributary_runtime::{
-        Config, ConfigError, Events, Flow, HumanDuration, Job, SinkExt, Timestamped,
+        Config, ConfigError, Data, Events, Flow, HumanDuration, Job, SinkExt, Timestamped,
     };
 }
 

@@ -192,8 +192,8 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         crate::serve::set_ready(false);
         drop(reporter);
         let failure = context.state.take_failure().or(panic);
+        let snapshot = context.status.snapshot(None);
         if progress {
-            let snapshot = context.status.snapshot(None);
             let outcome = match &failure {
                 Some(_) => "failed",
                 None if context.state.stop_requested() => "stopped",
@@ -206,8 +206,11 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
             return Err(error);
         }
         let (records_in, records_out) = context.state.totals();
+        let latency = snapshot.latency.as_ref();
         tracing::info!(job = %self.name, elapsed_ms = started.elapsed().as_millis() as u64,
-            records_in, records_out, "job finished");
+            records_in, records_out, peak_rss_bytes = snapshot.memory.peak_rss_bytes,
+            latency_p50_ms = latency.map(|l| l.p50_ms), latency_p99_ms = latency.map(|l| l.p99_ms),
+            "job finished");
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Some("iot-stats") => tributary_jobs::iot_stats::main_from(args),
         Some("iot-deviation") => tributary_jobs::iot_deviation::main_from(args),
         Some("iot-produce") => tributary_jobs::iot_produce::main_from(args),
+        Some("nexmark") => tributary_jobs::nexmark::main_from(args),
         Some("stateful-mix") => stateful_mix(args),
         _ => {
             eprintln!("unknown job {job:?}");
