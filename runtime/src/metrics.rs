@@ -58,3 +58,6 @@ pub const LATENCY: &str = "tributary_sink_latency_seconds";
 pub const OPERATOR_RECORDS_IN: &str = "tributary_operator_records_in_total";
 /// Counter: records an operator sent on all its outputs (with the status page on).
 pub const OPERATOR_RECORDS_OUT: &str = "tributary_operator_records_out_total";
+/// Gauge: the entries of state an operator keeps (keys × windows for window aggregates,
+/// stored records for joins), by `operator` and `worker`.
+pub const STATE_ENTRIES: &str = "tributary_operator_state_entries";

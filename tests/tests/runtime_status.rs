@@ -60,7 +60,14 @@ fn the_status_page_shows_the_dataflow_with_live_rates_in_chromium() {
         let (code, body) = http_get(&address, "/status")?;
         assert_eq!(code, 200);
         let status: Value = serde_json::from_str(&body).expect("status JSON");
-        (status["records_in_per_s"].as_f64()? > 0.0).then_some(status)
+        // Records flow, and the window reports the state it keeps (once a second).
+        let aggregate = status["operators"]
+            .as_array()?
+            .iter()
+            .find(|o| o["name"] == "window-aggregate:tumbling(1m)")?
+            .clone();
+        let state = aggregate["state_entries"].as_u64()?;
+        (status["records_in_per_s"].as_f64()? > 0.0 && state > 0).then_some(status)
     });
     assert_eq!(status["job"], "iot-stats");
     assert_eq!(status["workers"], 2);

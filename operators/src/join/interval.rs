@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -22,6 +23,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
+use tributary_runtime::status::StateGauge;
 use tributary_runtime::time::millis;
 use tributary_runtime::{
     job_context, Checkpointer, Data, EventTime, Events, Granularity, Time, Timestamped,
@@ -131,6 +133,11 @@ struct Side<K, V> {
 impl<K: Hash + Eq + Clone, V> Side<K, V> {
     fn new() -> Self {
         Side { keys: FxHashMap::default(), visits: BTreeMap::new() }
+    }
+
+    /// The stored records, over all keys.
+    fn len(&self) -> usize {
+        self.keys.values().map(|k| k.rows.len()).sum()
     }
 
     /// The stored records of `key`.
@@ -255,6 +262,8 @@ where
                 bounds: Bounds { lower, upper, lateness, granularity: job.granularity },
                 left_outer,
             };
+            let mut state_gauge =
+                StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
             let mut checkpointer = Checkpointer::register(&scope, &operator, &address);
             if let Some(c) = &checkpointer {
                 if let Err(error) = state.restore(c, &capabilities[0]) {
@@ -331,6 +340,7 @@ where
                 // While a cut is pending the operator acts as if the frontiers stood at it.
                 let limit = cut.unwrap_or(Time::MAX);
                 state.expire(left.min(limit), right.min(limit), &mut emit);
+                state_gauge.update(|| state.lefts.len() + state.rights.len());
                 let Some(c) = checkpointer.as_mut() else { return };
                 if let Some(cut) = cut.filter(|&cut| left >= cut && right >= cut) {
                     state.lift(cut);

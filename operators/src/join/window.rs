@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -20,6 +21,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
+use tributary_runtime::status::StateGauge;
 use tributary_runtime::time::millis;
 use tributary_runtime::{
     job_context, Checkpointer, Data, EventTime, Events, Granularity, Time, Timestamped,
@@ -160,6 +162,8 @@ where
                 kind,
                 granularity: job.granularity,
             };
+            let mut state_gauge =
+                StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
             let mut checkpointer = Checkpointer::register(&scope, &operator, &address);
             if let Some(c) = &checkpointer {
                 if let Err(error) = state.restore(c, &capabilities[0]) {
@@ -222,6 +226,10 @@ where
                     .min()
                     .unwrap_or(Time::MAX);
                 state.advance(watermark.min(cut.unwrap_or(Time::MAX)), &mut emit);
+                state_gauge.update(|| {
+                    let entry = |(l, r): &Entry<L, R>| l.len() + r.len();
+                    state.slots.values().flat_map(|s| s.keys.values().map(entry)).sum()
+                });
                 if let Some(c) = checkpointer.as_mut() {
                     if let Some(cut) = cut.filter(|&cut| watermark >= cut) {
                         state.lift(cut);

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -23,6 +24,7 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
+use tributary_runtime::status::StateGauge;
 use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Time, Timestamped};
 
 use super::{instrument, Window, WindowAssigner, WindowResult, WithLate};
@@ -328,6 +330,7 @@ where
 
     partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
         let mut windows = Windows { slots: BTreeMap::new(), corrections: Vec::new() };
+        let mut state_gauge = StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
         let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
         if let Some(c) = &checkpointer {
             if let Err(error) = windows.restore(c, &initial, granularity) {
@@ -354,6 +357,7 @@ where
             let watermark = frontier.unwrap_or(Time::MAX);
             // While a cut is pending the operator acts as if the watermark stood at the cut.
             windows.advance(watermark.min(cut.unwrap_or(Time::MAX)), lateness, &agg, &mut emit);
+            state_gauge.update(|| windows.slots.values().map(|slot| slot.accs.len()).sum());
             let Some(c) = checkpointer.as_mut() else { return };
             if cut.is_some_and(|cut| watermark >= cut) {
                 if let Err(error) = c.save(&windows.snapshot()) {

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -28,6 +29,7 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::metrics as m;
+use tributary_runtime::status::StateGauge;
 use tributary_runtime::time::millis;
 use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Time, Timestamped};
 
@@ -393,6 +395,7 @@ where
             lateness,
             granularity: job.granularity,
         };
+        let mut state_gauge = StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
         let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
         if let Some(c) = &checkpointer {
             if let Err(error) = state.restore(c, &initial) {
@@ -421,6 +424,7 @@ where
             let watermark = frontier.unwrap_or(Time::MAX);
             // While a cut is pending the operator acts as if the watermark stood at the cut.
             state.advance(watermark.min(cut.unwrap_or(Time::MAX)), &agg, &mut emit);
+            state_gauge.update(|| state.sessions.values().map(Vec::len).sum());
             let Some(c) = checkpointer.as_mut() else { return };
             if cut.is_some_and(|cut| watermark >= cut) {
                 if let Err(error) = c.save(&state.snapshot()) {

@@ -241,6 +241,7 @@ pub(super) fn merge(
                     _ => 0.0,
                 },
                 busy_s,
+                state_entries: None,
                 records_in,
                 records_out,
                 name,

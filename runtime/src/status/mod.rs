@@ -101,6 +101,43 @@ impl LateCounter {
     }
 }
 
+/// The state an operator keeps on one worker, in entries (keys × windows for window
+/// aggregates, stored records for joins): a gauge ([`crate::metrics::STATE_ENTRIES`]) and a
+/// column of the status page. Counting may walk the state, so [`StateGauge::update`] does it
+/// at most once per [`REPORT_EVERY`].
+#[derive(Debug)]
+pub struct StateGauge {
+    gauge: metrics::Gauge,
+    status: Arc<Status>,
+    operator: String,
+    worker: usize,
+    at: Option<Instant>,
+}
+
+impl StateGauge {
+    /// The gauge of `operator` on `worker`.
+    pub fn new(status: Arc<Status>, operator: &str, worker: usize) -> Self {
+        let labels = [
+            (crate::metrics::OPERATOR, operator.to_owned()),
+            (crate::metrics::WORKER, worker.to_string()),
+        ];
+        let gauge = metrics::gauge!(crate::metrics::STATE_ENTRIES, &labels);
+        StateGauge { gauge, status, operator: operator.to_owned(), worker, at: None }
+    }
+
+    /// Sets the gauge to `entries()`, unless it was set less than [`REPORT_EVERY`] ago.
+    pub fn update(&mut self, entries: impl FnOnce() -> usize) {
+        let now = Instant::now();
+        if self.at.is_some_and(|at| now - at < REPORT_EVERY) {
+            return;
+        }
+        self.at = Some(now);
+        let entries = entries() as u64;
+        self.gauge.set(entries as f64);
+        lock(&self.status.state).insert((self.operator.clone(), self.worker), entries);
+    }
+}
+
 /// The latest checkpoint and the counts so far.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckpointStatus {
@@ -207,6 +244,8 @@ pub struct Status {
     late_updates: AtomicU64,
     ingest: IngestClock,
     latencies: Latencies,
+    /// Entries per operator name and worker (see [`StateGauge`]).
+    state: Mutex<BTreeMap<(String, usize), u64>>,
     latest: Mutex<Option<Arc<Snapshot>>>,
 }
 
@@ -226,6 +265,7 @@ impl Status {
             late_updates: AtomicU64::new(0),
             ingest: IngestClock::default(),
             latencies: Latencies::default(),
+            state: Mutex::default(),
             latest: Mutex::default(),
         }
     }
@@ -344,7 +384,13 @@ impl Status {
         };
         let sources = endpoints(&self.sources, previous.map(|p| &p.sources));
         let sinks = endpoints(&self.sinks, previous.map(|p| &p.sinks));
-        let (operators, edges) = graph::merge(&lock(&self.graphs), previous, elapsed);
+        let (mut operators, edges) = graph::merge(&lock(&self.graphs), previous, elapsed);
+        let state = lock(&self.state);
+        for op in &mut operators {
+            let entries = state.iter().filter(|((name, _), _)| *name == op.name).map(|(_, n)| n);
+            op.state_entries = entries.copied().reduce(|a, b| a + b);
+        }
+        drop(state);
         let records_in = sources.iter().map(|s| s.records).sum();
         let records_out = sinks.iter().map(|s| s.records).sum();
         let (process, processes, workers) = *lock(&self.cluster);
@@ -518,6 +564,8 @@ pub struct OperatorStatus {
     pub busy: f64,
     /// Seconds spent in it so far, over all workers.
     pub busy_s: f64,
+    /// The state it keeps, in entries, over all workers (operators that report it).
+    pub state_entries: Option<u64>,
 }
 
 /// A channel between two operators.
