@@ -1,6 +1,6 @@
 //! [`Flow`]: what a job's graph-building code sees on each worker.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use timely::dataflow::operators::Concat;
@@ -26,26 +26,9 @@ impl<T: timely::ExchangeData + Clone> Data for T {}
 pub struct JobState {
     stop: AtomicBool,
     failure: Mutex<Option<Error>>,
-    records_in: AtomicU64,
-    records_out: AtomicU64,
 }
 
 impl JobState {
-    /// Counts records read by this process's sources.
-    pub fn count_in(&self, records: u64) {
-        self.records_in.fetch_add(records, Ordering::Relaxed);
-    }
-
-    /// Counts records written by this process's sinks.
-    pub fn count_out(&self, records: u64) {
-        self.records_out.fetch_add(records, Ordering::Relaxed);
-    }
-
-    /// Records read by this process's sources and written by its sinks so far.
-    pub fn totals(&self) -> (u64, u64) {
-        (self.records_in.load(Ordering::Relaxed), self.records_out.load(Ordering::Relaxed))
-    }
-
     /// Asks every source of this process to stop; the dataflow then drains and sinks flush.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);

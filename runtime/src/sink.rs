@@ -201,7 +201,6 @@ impl<D, W: SinkWriter<D>> SinkDriver<D, W> {
 
     fn write(&mut self, data: &mut Vec<D>) -> Result<()> {
         self.written.increment(data.len() as u64);
-        self.state.count_out(data.len() as u64);
         self.endpoint.add_records(data.len() as u64);
         self.writer.write(data)?;
         data.clear();

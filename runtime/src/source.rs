@@ -318,7 +318,6 @@ impl<'scope> Flow<'scope> {
                     boards.borrow_mut()[mine].update(statuses.drain(..));
                 });
                 let Some(d) = driver.as_mut() else { return };
-                let before = d.records;
                 let outcome = if state.stop_requested() {
                     tracing::info!(source = %d.ctx.name, worker = d.ctx.worker_index,
                         records = d.records, "source stopped on request");
@@ -333,7 +332,6 @@ impl<'scope> Flow<'scope> {
                     d.set_throttled(false)
                         .and_then(|()| d.activate(others, &mut ok_output, &mut err_output))
                 };
-                state.count_in(d.records - before);
                 d.report(matches!(outcome, Ok(Poll::Done)));
                 let outcome =
                     outcome.and_then(|poll| d.checkpoint(poll == Poll::Done).map(|()| poll));
