@@ -247,16 +247,18 @@ pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
+        let _ = kill(pid, Signal::SIGTERM);
+        // A watchdog sends SIGKILL unless told within ten seconds that the child has ended.
+        let (ended, watched) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if watched.recv_timeout(std::time::Duration::from_secs(10)).is_err() {
+                let _ = kill(pid, Signal::SIGKILL);
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
+        });
         let _ = self.0.wait();
+        let _ = ended.send(());
+        let _ = watchdog.join();
     }
 }
