@@ -8,8 +8,11 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use ::nexmark::event::Event;
+use std::collections::HashMap;
+
+use tributary_connectors::generator::{Auction, Bid, Person, Str};
 use tributary_connectors::DiscardSink;
+use tributary_runtime::{Events as EventStream, Ingested, IngestionTime};
 
 use crate::prelude::*;
 
@@ -27,11 +30,17 @@ pub enum Query {
     /// Selection: the auction and price of bids on every 123rd auction.
     Q2,
     /// Local item suggestion: auctions of category 10 by sellers in Oregon, Idaho or
-    /// California (any case: the `nexmark` crate writes states in lower case), with the
-    /// seller's name, city and state. An incremental join of auctions
-    /// with persons, here a stream–table join on the persons as of each auction's time (the
-    /// generator creates a seller before their auctions, so the answers are the same).
+    /// California, with the seller's name, city and state. The SQL joins auctions with
+    /// persons incrementally; here it is a stream–table join on the persons as of each
+    /// auction's time. The answers differ only for an auction whose seller registers after
+    /// it (the model lets sellers be up to 10 ids ahead of the newest person), which the SQL
+    /// joins once the person arrives and this join does not.
     Q3,
+    /// Average price per category: each auction's winning bid (the highest bid between its
+    /// opening and its expiry), averaged per category over every auction with a bid so far.
+    /// Like the SQL's retracting aggregate, a category's average is updated whenever a
+    /// better bid changes an auction's price; the averages are of prices in cents.
+    Q4,
     /// Hot items: per sliding window (10 s every 2 s), the auctions with the most bids.
     Q5,
     /// Highest bid: per tumbling 10 s window, the bids with the highest price.
@@ -41,20 +50,26 @@ pub enum Query {
     Q8,
     /// User sessions: bids per bidder per session (closed after 10 s without a bid).
     Q11,
+    /// Bids per bidder per 10 s tumbling window of processing time. The SQL's `PROCTIME()`
+    /// is taken as the source reads each bid (ingestion time, [`IngestionTime`]), so the
+    /// windows are of wall-clock time, not event time.
+    Q12,
 }
 
 impl Query {
     /// Every query, in order.
-    pub const ALL: [Query; 9] = [
+    pub const ALL: [Query; 11] = [
         Query::Source,
         Query::Q0,
         Query::Q1,
         Query::Q2,
         Query::Q3,
+        Query::Q4,
         Query::Q5,
         Query::Q7,
         Query::Q8,
         Query::Q11,
+        Query::Q12,
     ];
 
     /// Its name in the configuration: `source`, `q0`, ...
@@ -65,10 +80,12 @@ impl Query {
             Query::Q1 => "q1",
             Query::Q2 => "q2",
             Query::Q3 => "q3",
+            Query::Q4 => "q4",
             Query::Q5 => "q5",
             Query::Q7 => "q7",
             Query::Q8 => "q8",
             Query::Q11 => "q11",
+            Query::Q12 => "q12",
         }
     }
 }
@@ -80,8 +97,14 @@ pub struct NexmarkJobConfig {
     /// The query.
     pub query: Query,
     /// The generator: `events.pace.events` events (1 000 000 by default), at
-    /// `events.pace.events_per_second` per second of event time (10 000).
+    /// `events.pace.events_per_second` per second of event time (10 000). With `input` set,
+    /// q4 still takes the longest auction from `events.pace.events_per_second`: set it to
+    /// the rate the events were generated at.
     pub events: NexmarkConfig,
+    /// Where the events come from instead of the generator, e.g. `{ kind = "kafka", brokers =
+    /// "127.0.0.1:9092", topics = ["nexmark"], bounded = true }`, as JSON events
+    /// (`{"bid": {...}}`, `{"auction": {...}}`, `{"person": {...}}`).
+    pub input: Option<Input>,
     /// Where the results go.
     pub output: Output,
 }
@@ -90,117 +113,65 @@ impl Default for NexmarkJobConfig {
     fn default() -> Self {
         let mut events = NexmarkConfig::default();
         events.pace.events = Some(1_000_000);
-        NexmarkJobConfig { query: Query::Q0, events, output: Output::Stdout }
+        NexmarkJobConfig { query: Query::Q0, events, input: None, output: Output::Stdout }
     }
 }
 
-/// A bid (Nexmark's, with integer ids and prices in cents).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Bid {
-    /// The auction bid on.
-    pub auction: u64,
-    /// The person bidding.
-    pub bidder: u64,
-    /// The price in cents.
-    pub price: u64,
-    /// How the bid was made.
-    pub channel: String,
-    /// The page it was made from.
-    pub url: String,
-    /// Event time, epoch milliseconds.
-    pub date_time: u64,
-    /// Padding.
-    pub extra: String,
+/// Where the events come from, each ready to be read at event time (`.0`) or at ingestion
+/// time (q12).
+enum Events {
+    Generator(IngestionTime<NexmarkEvents>),
+    Kafka(IngestionTime<KafkaSource<NexmarkEvent>>),
+    File(IngestionTime<FileSource<NexmarkEvent>>),
 }
 
-impl Timestamped for Bid {
-    fn event_time(&self) -> u64 {
-        self.date_time
+impl Events {
+    fn new(generator: NexmarkEvents, input: Option<&Input>) -> Result<Events, ConfigError> {
+        let Some(input) = input else { return Ok(Events::Generator(IngestionTime(generator))) };
+        Ok(match input.build("nexmark").map_err(|e| e.within("job.input"))? {
+            AnySource::Kafka(s) => Events::Kafka(IngestionTime(s)),
+            AnySource::File(s) => Events::File(IngestionTime(s)),
+        })
     }
-}
 
-/// An auction.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Auction {
-    /// Its id.
-    pub id: u64,
-    /// The seller (a person id).
-    pub seller: u64,
-    /// Its category.
-    pub category: u64,
-    /// The reserve price in cents.
-    pub reserve: u64,
-    /// Event time, epoch milliseconds.
-    pub date_time: u64,
-    /// When it closes, epoch milliseconds.
-    pub expires: u64,
-}
-
-impl Timestamped for Auction {
-    fn event_time(&self) -> u64 {
-        self.date_time
+    fn read<'scope>(&self, flow: &mut Flow<'scope>) -> EventStream<'scope, NexmarkEvent> {
+        match self {
+            Events::Generator(s) => flow.source(&s.0),
+            Events::Kafka(s) => flow.source(&s.0),
+            Events::File(s) => flow.source(&s.0),
+        }
     }
-}
 
-/// A person.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Person {
-    /// Their id.
-    pub id: u64,
-    /// Their name.
-    pub name: String,
-    /// Their city.
-    pub city: String,
-    /// Their state (two letters).
-    pub state: String,
-    /// Event time, epoch milliseconds.
-    pub date_time: u64,
-}
-
-impl Timestamped for Person {
-    fn event_time(&self) -> u64 {
-        self.date_time
+    /// The events stamped with the time the source reads them.
+    fn read_at_ingestion<'scope>(
+        &self,
+        flow: &mut Flow<'scope>,
+    ) -> EventStream<'scope, Ingested<NexmarkEvent>> {
+        match self {
+            Events::Generator(s) => flow.source(s),
+            Events::Kafka(s) => flow.source(s),
+            Events::File(s) => flow.source(s),
+        }
     }
 }
 
 fn bid(event: NexmarkEvent) -> Option<Bid> {
-    match event.0 {
-        Event::Bid(b) => Some(Bid {
-            auction: b.auction as u64,
-            bidder: b.bidder as u64,
-            price: b.price as u64,
-            channel: b.channel,
-            url: b.url,
-            date_time: b.date_time,
-            extra: b.extra,
-        }),
+    match event {
+        NexmarkEvent::Bid(b) => Some(b),
         _ => None,
     }
 }
 
 fn auction(event: NexmarkEvent) -> Option<Auction> {
-    match event.0 {
-        Event::Auction(a) => Some(Auction {
-            id: a.id as u64,
-            seller: a.seller as u64,
-            category: a.category as u64,
-            reserve: a.reserve as u64,
-            date_time: a.date_time,
-            expires: a.expires,
-        }),
+    match event {
+        NexmarkEvent::Auction(a) => Some(a),
         _ => None,
     }
 }
 
 fn person(event: NexmarkEvent) -> Option<Person> {
-    match event.0 {
-        Event::Person(p) => Some(Person {
-            id: p.id as u64,
-            name: p.name,
-            city: p.city,
-            state: p.state,
-            date_time: p.date_time,
-        }),
+    match event {
+        NexmarkEvent::Person(p) => Some(p),
         _ => None,
     }
 }
@@ -217,7 +188,7 @@ pub struct EuroBid {
     /// Event time.
     pub date_time: u64,
     /// Padding.
-    pub extra: String,
+    pub extra: Str,
 }
 
 /// A q2 result.
@@ -233,13 +204,27 @@ pub struct AuctionPrice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalItem {
     /// The seller's name.
-    pub name: String,
+    pub name: Str,
     /// The seller's city.
-    pub city: String,
+    pub city: Str,
     /// The seller's state.
-    pub state: String,
+    pub state: Str,
     /// The auction.
     pub id: u64,
+}
+
+/// A q4 result: a category's average winning price after an update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryPrice {
+    /// The category.
+    pub category: u64,
+    /// The average winning price of its auctions with a bid, in cents.
+    pub avg_price: f64,
+    /// How many auctions the average is over.
+    pub auctions: u64,
+    /// The update's timely time, epoch milliseconds: the average accounts for every event
+    /// before `date_time` plus the job's time granularity (`runtime.granularity`, 100 ms).
+    pub date_time: u64,
 }
 
 /// A q5 result.
@@ -261,7 +246,7 @@ pub struct NewUser {
     /// The person.
     pub id: u64,
     /// Their name.
-    pub name: String,
+    pub name: Str,
     /// The window's start, epoch milliseconds.
     pub starttime: u64,
 }
@@ -277,6 +262,79 @@ pub struct Session {
     pub starttime: u64,
     /// The session's last bid time plus the gap.
     pub endtime: u64,
+}
+
+/// A q12 result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidderCount {
+    /// The bidder.
+    pub bidder: u64,
+    /// Bids in the window.
+    pub bid_count: u64,
+    /// Window start, wall-clock epoch milliseconds.
+    pub starttime: u64,
+    /// Window end (exclusive).
+    pub endtime: u64,
+}
+
+/// q4's first step: an auction's category and its highest valid bid so far.
+#[derive(Clone)]
+struct WinningBid;
+
+impl Aggregator<Joined<u64, Auction, Bid>> for WinningBid {
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+    fn init(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, acc: &mut (u64, u64), j: &Joined<u64, Auction, Bid>) {
+        if let Some(bid) = &j.right {
+            *acc = (j.left.category, acc.1.max(bid.price));
+        }
+    }
+    fn merge(&self, acc: &mut (u64, u64), other: (u64, u64)) {
+        *acc = (acc.0.max(other.0), acc.1.max(other.1));
+    }
+    fn finish(&self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+}
+
+/// q4's second step: per category, every auction's latest winning price and their sum.
+#[derive(Clone)]
+struct AveragePrice;
+
+/// Winning price by auction, and the sum of the prices.
+type Prices = (HashMap<u64, u64>, u128);
+
+impl AveragePrice {
+    fn update(acc: &mut Prices, auction: u64, price: u64) {
+        let old = acc.0.entry(auction).or_insert(0);
+        if price > *old {
+            acc.1 += u128::from(price - *old);
+            *old = price;
+        }
+    }
+}
+
+impl Aggregator<KeyedUpdate<u64, (u64, u64)>> for AveragePrice {
+    type Acc = Prices;
+    type Out = (f64, u64);
+    fn init(&self) -> Prices {
+        (HashMap::new(), 0)
+    }
+    fn add(&self, acc: &mut Prices, update: &KeyedUpdate<u64, (u64, u64)>) {
+        Self::update(acc, update.key, update.value.1);
+    }
+    fn merge(&self, acc: &mut Prices, other: Prices) {
+        for (auction, price) in other.0 {
+            Self::update(acc, auction, price);
+        }
+    }
+    fn finish(&self, acc: &Prices) -> (f64, u64) {
+        let n = acc.0.len() as u64;
+        (acc.1 as f64 / n.max(1) as f64, n)
+    }
 }
 
 /// The largest value of a field and every record that has it (ties kept, in no order).
@@ -323,13 +381,15 @@ enum Plan {
     Q1(AnySink<EuroBid>),
     Q2(AnySink<AuctionPrice>),
     Q3(AnySink<LocalItem>),
+    Q4(AnySink<CategoryPrice>, u64),
     Q5(AnySink<HotItem>),
     Q8(AnySink<NewUser>),
     Q11(AnySink<Session>),
+    Q12(AnySink<BidderCount>),
 }
 
 impl Plan {
-    fn new(query: Query, output: &Output) -> Result<Plan, ConfigError> {
+    fn new(query: Query, output: &Output, events: &NexmarkEvents) -> Result<Plan, ConfigError> {
         fn sink<D: Serialize + serde::de::DeserializeOwned + 'static>(
             output: &Output,
             query: Query,
@@ -342,15 +402,35 @@ impl Plan {
             Query::Q1 => Plan::Q1(sink(output, query)?),
             Query::Q2 => Plan::Q2(sink(output, query)?),
             Query::Q3 => Plan::Q3(sink(output, query)?),
+            Query::Q4 => Plan::Q4(sink(output, query)?, events.model().longest_auction_ms()),
             Query::Q5 => Plan::Q5(sink(output, query)?),
             Query::Q8 => Plan::Q8(sink(output, query)?),
             Query::Q11 => Plan::Q11(sink(output, query)?),
+            Query::Q12 => Plan::Q12(sink(output, query)?),
         })
     }
 
     /// Builds the query over the events in `flow`.
-    fn build(&self, flow: &mut Flow<'_>, events: &NexmarkEvents) {
-        let all = flow.source(events);
+    fn build(&self, flow: &mut Flow<'_>, events: &Events) {
+        if let Plan::Q12(sink) = self {
+            return events
+                .read_at_ingestion(flow)
+                .flat_map(|e: Ingested<NexmarkEvent>| {
+                    let at = e.at;
+                    bid(e.value).map(|b| Ingested { at, value: b })
+                })
+                .key_by(|b: &Ingested<Bid>| b.value.bidder)
+                .window(Tumbling::new(10 * SECOND))
+                .aggregate(Count)
+                .map(|r| BidderCount {
+                    bidder: r.key,
+                    bid_count: r.value,
+                    starttime: r.window.start,
+                    endtime: r.window.end,
+                })
+                .sink_to(sink);
+        }
+        let all = events.read(flow);
         match self {
             Plan::Source(sink) => all.sink_to(sink),
             Plan::Bids(Query::Q7, sink) => all
@@ -380,7 +460,7 @@ impl Plan {
                 let persons = all
                     .clone()
                     .flat_map(person)
-                    .filter(|p| ["or", "id", "ca"].iter().any(|s| p.state.eq_ignore_ascii_case(s)))
+                    .filter(|p| ["OR", "ID", "CA"].contains(&&*p.state))
                     .key_by(|p: &Person| p.id)
                     .into_latest_table("persons");
                 all.flat_map(auction)
@@ -397,6 +477,30 @@ impl Plan {
                             state: p.state,
                             id: e.left.id,
                         })
+                    })
+                    .sink_to(sink)
+            }
+            Plan::Q4(sink, longest_auction_ms) => {
+                let bids = all.clone().flat_map(bid).key_by(|b: &Bid| b.auction);
+                // Bids from an auction's opening to its expiry, at most the longest auction.
+                all.flat_map(auction)
+                    .key_by(|a: &Auction| a.id)
+                    .interval_join(
+                        bids,
+                        (Duration::ZERO, false),
+                        (Duration::from_millis(*longest_auction_ms), false),
+                    )
+                    .join()
+                    .filter(|j| j.right.as_ref().is_some_and(|b| b.date_time <= j.left.expires))
+                    .key_by(|j: &Joined<u64, Auction, Bid>| j.key)
+                    .aggregate(WinningBid)
+                    .key_by(|u: &KeyedUpdate<u64, (u64, u64)>| u.value.0)
+                    .aggregate(AveragePrice)
+                    .map(|u| CategoryPrice {
+                        category: u.key,
+                        avg_price: u.value.0,
+                        auctions: u.value.1,
+                        date_time: u.time,
                     })
                     .sink_to(sink)
             }
@@ -438,6 +542,8 @@ impl Plan {
                     })
                     .sink_to(sink)
             }
+            // Read at ingestion time, above.
+            Plan::Q12(_) => {}
             Plan::Q11(sink) => all
                 .flat_map(bid)
                 .key_by(|b: &Bid| b.bidder)
@@ -463,8 +569,9 @@ pub fn main() -> ExitCode {
 pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     Job::<NexmarkJobConfig>::new("nexmark").run_from(args, |config| {
         let job = &config.job;
-        let events = NexmarkEvents::new(&job.events).map_err(|e| e.within("job.events"))?;
-        let plan = Plan::new(job.query, &job.output)?;
+        let generator = NexmarkEvents::new(&job.events).map_err(|e| e.within("job.events"))?;
+        let plan = Plan::new(job.query, &job.output, &generator)?;
+        let events = Events::new(generator, job.input.as_ref())?;
         Ok(move |flow: &mut Flow<'_>| plan.build(flow, &events))
     })
 }

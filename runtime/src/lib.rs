@@ -28,7 +28,9 @@ pub use flow::{job_context, Data, Events, Flow, JobContext, JobState};
 pub use flow_control::Traffic;
 pub use job::{Job, EXIT_CONFIG, EXIT_FAILURE};
 pub use sink::{Sink, SinkContext, SinkExt, SinkWriter};
-pub use source::{source_error, Emitter, Poll, Source, SourceContext, SourceReader};
+pub use source::{
+    source_error, Emitter, Ingested, IngestionTime, Poll, Source, SourceContext, SourceReader,
+};
 pub use time::{EventTime, Granularity, HumanDuration, Time, Timestamped};
 
 /// Re-exported so that jobs and connectors use the same timely as the runtime.

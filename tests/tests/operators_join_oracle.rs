@@ -5,7 +5,7 @@
 //! The feeds (`support/oracle.rs`) tell the oracle the timely time of every record, so it
 //! knows which records each join must accept and which it must send to its late output.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tributary_operators::{
 use tributary_runtime::{EventTime, Events, Granularity, Timestamped};
 
 mod support;
-use support::oracle::{self, messages, Feed};
+use support::oracle::{self, timed_messages, Feed};
 
 /// A record of either side; ids are unique across both sides.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -101,6 +101,15 @@ where
     T: timely::ExchangeData + Clone,
     F: for<'a> Fn(Events<'a, Rec>, Events<'a, Rec>) -> Events<'a, T> + Send + Sync + 'static,
 {
+    run_timed(case, workers, build).into_iter().map(|(_, t)| t).collect()
+}
+
+/// As [`run`], with the timely time of each captured record.
+fn run_timed<T, F>(case: &Case, workers: usize, build: F) -> Vec<(u64, T)>
+where
+    T: timely::ExchangeData + Clone,
+    F: for<'a> Fn(Events<'a, Rec>, Events<'a, Rec>) -> Events<'a, T> + Send + Sync + 'static,
+{
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     let left = Feed::new("left", case.left.records.clone(), case.left.bound);
@@ -109,7 +118,7 @@ where
         let (l, r) = (flow.source(&left), flow.source(&right));
         build(l, r).capture_into(tx.lock().expect("not poisoned").clone());
     });
-    messages(rx)
+    timed_messages(rx)
 }
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -327,6 +336,8 @@ fn interval_oracle<'c>(
     (sorted(rows), late)
 }
 
+/// The join's rows and late records; panics if a pair is sent at a timely time before one of
+/// its records' (a result must never be earlier than its inputs).
 fn interval_run(
     case: &Case,
     (lower, upper): (i64, i64),
@@ -335,7 +346,9 @@ fn interval_run(
 ) -> (Vec<(u8, Row)>, BTreeSet<u32>) {
     let lateness = Duration::from_millis(case.lateness);
     let signed = |ms: i64| (Duration::from_millis(ms.unsigned_abs()), ms < 0);
-    split(run(case, workers, move |l, r| {
+    let (left, right) = case.stamped(workers);
+    let stamps: BTreeMap<u32, u64> = left.iter().chain(&right).map(|(t, r)| (r.id, *t)).collect();
+    let timed = run_timed(case, workers, move |l, r| {
         let join = l.key_by(|x: &Rec| x.key).interval_join(
             r.key_by(|x: &Rec| x.key),
             signed(lower),
@@ -346,7 +359,15 @@ fn interval_run(
         let joined =
             joins.joined.map(|j| Tagged::Joined((j.key, (Some(j.left.id), j.right.map(|r| r.id)))));
         tag_late(joined, joins.late_left, joins.late_right)
-    }))
+    });
+    for (time, row) in &timed {
+        if let Tagged::Joined((_, (l, r))) = row {
+            for id in l.iter().chain(r) {
+                assert!(*time >= stamps[id], "{row:?} sent at {time}, before record {id}");
+            }
+        }
+    }
+    split(timed.into_iter().map(|(_, row)| row).collect())
 }
 
 fn interval() -> impl Strategy<Value = (i64, i64)> {

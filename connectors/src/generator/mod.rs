@@ -23,7 +23,9 @@ use tributary_runtime::{
 
 pub use self::iot::{IotConfig, IotReadings, SensorKind, SensorReading};
 pub use self::market::{MarketConfig, Quote, Quotes, Trade, Trades};
-pub use self::nexmark::{NexmarkConfig, NexmarkEvent, NexmarkEvents};
+pub use self::nexmark::{
+    Auction, Bid, NexmarkConfig, NexmarkEvent, NexmarkEvents, NexmarkModel, Person, Str, Text,
+};
 
 /// How many events a generator makes, how fast, and how their event times run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,8 @@
 //! `b.ts ∈ [a.ts + lower, a.ts + upper]`.
 //!
 //! Both sides are routed by key. An arriving record is matched against the other side's
-//! stored records of its key, emitting each pair as soon as its second record arrives, and
+//! stored records of its key, emitting each pair as soon as its second record arrives (at the
+//! later of the two records' timely times, so no result is earlier than its inputs), and
 //! is then stored until no record of the other side can match it any more: a left record
 //! until the right input's frontier passes `a.ts + upper` (plus the right side's reach and
 //! the allowed lateness), a right record until the left input's frontier passes
@@ -261,6 +262,7 @@ where
                 held: HeldCapabilities::new(),
                 bounds: Bounds { lower, upper, lateness, granularity: job.granularity },
                 left_outer,
+                later: Vec::new(),
             };
             let mut state_gauge =
                 StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
@@ -287,6 +289,19 @@ where
                         results.clear();
                     }
                 };
+                // The pairs that must wait for a later time than the batch's `cap`.
+                macro_rules! emit_later {
+                    ($cap:expr) => {
+                        state.later.sort_by_key(|(time, _)| *time);
+                        let mut pairs = state.later.drain(..).peekable();
+                        while let Some((time, joined)) = pairs.next() {
+                            results.push(joined);
+                            if pairs.peek().is_none_or(|(next, _)| *next != time) {
+                                emit(&$cap.delayed(&time), &mut results);
+                            }
+                        }
+                    };
+                }
                 let cut = checkpointer.as_ref().and_then(|c| c.pending());
 
                 // Each side the same way: hold back batches at or after a pending cut (after
@@ -304,6 +319,7 @@ where
                             } else {
                                 state.$absorb(&held, data, &mut $too_late, &mut results);
                                 emit(&held, &mut results);
+                                emit_later!(held);
                             }
                             if !$too_late.is_empty() {
                                 late_dropped.increment($too_late.len() as u64);
@@ -352,11 +368,13 @@ where
                     for (held, mut data) in stash_left.drain(..) {
                         state.absorb_left(&held, &mut data, &mut none, &mut results);
                         emit(&held, &mut results);
+                        emit_later!(held);
                     }
                     let mut none = Vec::new();
                     for (held, mut data) in stash_right.drain(..) {
                         state.absorb_right(&held, &mut data, &mut none, &mut results);
                         emit(&held, &mut results);
+                        emit_later!(held);
                     }
                     state.expire(left, right, &mut emit);
                 }
@@ -436,6 +454,9 @@ struct State<K, L, R> {
     held: HeldCapabilities,
     bounds: Bounds,
     left_outer: bool,
+    /// Pairs whose stored record was read at a later timely time than the batch that
+    /// matched it: they go out at that later time, never before either record's.
+    later: Vec<(Time, Joined<K, L, R>)>,
 }
 
 impl<K, L, R> State<K, L, R>
@@ -469,7 +490,12 @@ where
                     b.matched = true;
                     matched = true;
                     let right = Some(b.value.clone());
-                    results.push(Joined { key: key.clone(), left: a.clone(), right });
+                    let joined = Joined { key: key.clone(), left: a.clone(), right };
+                    if b.time > time {
+                        self.later.push((b.time, joined));
+                    } else {
+                        results.push(joined);
+                    }
                 }
             }
             if self.left_outer {
@@ -502,8 +528,13 @@ where
                 let (from, to) = (ts as i64 - upper, ts as i64 - lower);
                 for a in rows.iter_mut().filter(|a| (from..=to).contains(&(a.ts as i64))) {
                     a.matched = true;
-                    let left = a.value.clone();
-                    results.push(Joined { key: key.clone(), left, right: Some(b.clone()) });
+                    let joined =
+                        Joined { key: key.clone(), left: a.value.clone(), right: Some(b.clone()) };
+                    if a.time > time {
+                        self.later.push((a.time, joined));
+                    } else {
+                        results.push(joined);
+                    }
                 }
             }
             let row = Row { ts, value: b, time, matched: false };

@@ -118,9 +118,17 @@ where
 
 /// The records of a captured stream, in the order each worker sent them.
 pub fn messages<D>(rx: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
+    timed_messages(rx).into_iter().map(|(_, d)| d).collect()
+}
+
+/// Every record a capture received, with the timely time it was sent at.
+pub fn timed_messages<D>(rx: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<(u64, D)> {
     rx.try_iter()
         .flat_map(|e| match e {
-            Event::Messages(_, data) => data,
+            Event::Messages(stamp, data) => {
+                let time = *stamp.expect_singleton();
+                data.into_iter().map(|d| (time, d)).collect()
+            }
             Event::Progress(_) => Vec::new(),
         })
         .collect()
