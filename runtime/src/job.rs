@@ -209,7 +209,7 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         tracing::info!(job = %self.name, elapsed_ms = started.elapsed().as_millis() as u64,
             records_in = snapshot.records_in, records_out = snapshot.records_out, peak_rss_bytes = snapshot.memory.peak_rss_bytes,
             latency_p50_ms = latency.map(|l| l.p50_ms), latency_p99_ms = latency.map(|l| l.p99_ms),
-            "job finished");
+            latency_buckets = latency.map(|l| l.buckets_text()), "job finished");
         Ok(())
     }
 }

@@ -874,6 +874,12 @@ impl<S: Source> Source for IngestionTime<S> {
     }
 
     fn reader(&self, ctx: &SourceContext) -> Result<Self::Reader> {
+        if ctx.checkpointed {
+            return Err(Error::Checkpoint(format!(
+                "source {}: ingestion times cannot be replayed from a checkpoint",
+                ctx.name
+            )));
+        }
         Ok(IngestionReader { reader: self.0.reader(ctx)?, buckets: Buckets::new() })
     }
 }

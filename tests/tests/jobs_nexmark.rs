@@ -320,3 +320,24 @@ fn q12_counts_bids_per_bidder_in_processing_time_windows() {
     }
     assert_eq!(counted, expected);
 }
+
+#[test]
+fn q12_refuses_checkpoints_as_ingestion_times_cannot_be_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let checkpoints = format!("runtime.checkpoint.dir={:?}", dir.path().display().to_string());
+    let out = support::run_job(
+        "nexmark",
+        &[
+            "--set",
+            "job.query=\"q12\"",
+            "--set",
+            "job.events.pace.events=1000",
+            "--set",
+            &checkpoints,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("ingestion times cannot be replayed"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing was counted");
+}

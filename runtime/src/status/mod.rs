@@ -213,7 +213,18 @@ impl Latencies {
             });
             2f64.powf(bucket.unwrap_or(LATENCY_BUCKETS - 1) as f64 / 2.0)
         };
-        Some(LatencyStatus { p50_ms: quantile(0.5), p99_ms: quantile(0.99), results: total })
+        let buckets = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(i, &c)| (2f64.powf(i as f64 / 2.0), c))
+            .collect();
+        Some(LatencyStatus {
+            p50_ms: quantile(0.5),
+            p99_ms: quantile(0.99),
+            results: total,
+            buckets,
+        })
     }
 }
 
@@ -227,6 +238,21 @@ pub struct LatencyStatus {
     pub p99_ms: f64,
     /// Measurements: one per sink worker and timestamp written.
     pub results: u64,
+    /// The histogram: `(upper bound in milliseconds, measurements)` of each non-empty
+    /// bucket, in order.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl LatencyStatus {
+    /// The histogram as `upper_ms=count` pairs separated by commas, e.g. `1=40,1.41=3`.
+    pub fn buckets_text(&self) -> String {
+        let pairs: Vec<String> = self
+            .buckets
+            .iter()
+            .map(|(ms, n)| format!("{}={n}", (ms * 100.0).round() / 100.0))
+            .collect();
+        pairs.join(",")
+    }
 }
 
 /// The status of one process of a job.
@@ -646,6 +672,8 @@ mod tests {
         let summary = latencies.summary().expect("measured");
         // 3 ms falls in the bucket up to 2^(4/2) = 4 ms; 1 s in the one up to 2^(20/2) ms.
         assert_eq!((summary.p50_ms, summary.p99_ms, summary.results), (4.0, 1024.0, 100));
+        assert_eq!(summary.buckets, vec![(4.0, 98), (1024.0, 2)]);
+        assert_eq!(summary.buckets_text(), "4=98,1024=2");
         latencies.record(Duration::from_secs(1 << 40));
         assert!(latencies.summary().is_some(), "huge values land in the last bucket");
     }

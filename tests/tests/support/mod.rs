@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod oracle;
-pub mod tansu;
+
+#[allow(unused_imports)]
+pub use tributary_tests::{free_addresses, tansu, wait_for};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,26 +29,6 @@ pub fn job_command(job: &str, args: &[&str]) -> Command {
     command
 }
 
-/// Waits for another process to make progress: calls `check` until it returns `Some`, and
-/// panics naming `what` if that takes longer than `timeout`. Tests use it only to watch a
-/// child process (a job or the broker) whose progress they cannot be told of; in-process
-/// dataflows are driven by their frontiers instead.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: std::time::Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(std::time::Instant::now() < deadline, "waited {timeout:?} for {what}");
-        // The poll interval: the other process publishes nothing to wait on.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// `line` without its terminal colour codes (`ESC [ ... m`).
 pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -64,14 +46,6 @@ pub fn strip_ansi(line: &str) -> String {
 /// Runs a job to completion and returns its output.
 pub fn run_job(job: &str, args: &[&str]) -> Output {
     job_command(job, args).stdin(Stdio::null()).output().expect("the test-job binary runs")
-}
-
-/// `n` distinct free ports on 127.0.0.1, as `host:port` strings.
-pub fn free_addresses(n: usize) -> Vec<String> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind to a free port"))
-        .collect();
-    listeners.iter().map(|l| l.local_addr().expect("local address").to_string()).collect()
 }
 
 /// Runs a job as `processes` processes on loopback (each with `args`) and returns their

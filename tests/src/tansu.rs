@@ -77,7 +77,7 @@ impl Tansu {
 
     fn start(storage: String) -> Tansu {
         let dir = tempfile::tempdir().expect("temp dir");
-        let address = super::free_addresses(1).remove(0);
+        let address = crate::free_addresses(1).remove(0);
         let mut tansu = Tansu { child: None, address, storage, dir };
         tansu.launch();
         tansu
@@ -99,7 +99,7 @@ impl Tansu {
             });
         self.child = Some(child);
         let listening = || TcpStream::connect(&self.address).ok();
-        super::wait_for(
+        crate::wait_for(
             &format!("tansu to listen on {}", self.address),
             Duration::from_secs(30),
             listening,
