@@ -5,10 +5,9 @@
 //! answer differs from the SQL's, the query's documentation says how. Results go to any
 //! [`Output`] (`{ kind = "discard" }` for benchmarks).
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::process::ExitCode;
-
-use std::collections::HashMap;
 
 use tributary_connectors::generator::{Auction, Bid, Person, Str};
 use tributary_connectors::DiscardSink;
