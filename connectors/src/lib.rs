@@ -16,8 +16,9 @@ pub mod stdout;
 pub use discard::DiscardSink;
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
 pub use generator::{
-    Generator, IotConfig, IotReadings, MarketConfig, NexmarkConfig, NexmarkEvent, NexmarkEvents,
-    Pace, Quote, Quotes, SensorKind, SensorReading, Trade, Trades,
+    DeviceInfo, DeviceRegistry, Generator, Instrument, Instruments, IotConfig, IotReadings,
+    MarketConfig, NexmarkConfig, NexmarkEvent, NexmarkEvents, Pace, Quote, Quotes, SensorKind,
+    SensorReading, Trade, Trades,
 };
 pub use input::{AnySource, Input};
 pub use kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};

@@ -2,9 +2,15 @@
 //!
 //! [`prelude`] brings in what a job needs from the runtime, the operators and the connectors.
 
+pub mod iot_alerts;
 pub mod iot_deviation;
 pub mod iot_produce;
 pub mod iot_stats;
+pub mod market;
+pub mod market_candles;
+pub mod market_movers;
+pub mod market_produce;
+pub mod market_tca;
 pub mod nexmark;
 
 /// Everything a typical job uses, in one import.

@@ -360,12 +360,178 @@ where
     }
 }
 
+/// An exact quantile of a field by nearest rank: the smallest value with at least `q × n` of
+/// the `n` values at or below it, as SQL's `percentile_disc` (DuckDB's `quantile_disc`);
+/// `None` when empty. Exact, hence it keeps every value of a key's window: memory grows with
+/// the records per key and window (a one-minute window of a 10 Hz sensor keeps 600 floats).
+#[derive(Clone)]
+pub struct Quantile<F> {
+    q: f64,
+    field: F,
+}
+
+impl<F> Quantile<F> {
+    /// The `q`-quantile of `field`, e.g. `Quantile::new(0.95, |r| r.value)` for the p95.
+    ///
+    /// # Panics
+    /// If `q` is not within `0..=1`.
+    pub fn new(q: f64, field: F) -> Self {
+        assert!((0.0..=1.0).contains(&q), "a quantile must be within 0..=1, not {q}");
+        Quantile { q, field }
+    }
+
+    /// The 1-based nearest rank of the quantile among `n` values: `ceil(q × n)`, at least 1,
+    /// with `q × n` that lies within rounding error of an integer taken as that integer.
+    fn rank(&self, n: usize) -> usize {
+        let x = self.q * n as f64;
+        let rank = if (x - x.round()).abs() < 1e-9 { x.round() } else { x.ceil() };
+        (rank as usize).clamp(1, n)
+    }
+}
+
+impl<V, F> Aggregator<V> for Quantile<F>
+where
+    F: Fn(&V) -> f64 + Clone + 'static,
+{
+    type Acc = Vec<f64>;
+    type Out = Option<f64>;
+    fn init(&self) -> Vec<f64> {
+        Vec::new()
+    }
+    #[inline]
+    fn add(&self, acc: &mut Vec<f64>, value: &V) {
+        acc.push((self.field)(value));
+    }
+    fn merge(&self, acc: &mut Vec<f64>, mut other: Vec<f64>) {
+        acc.append(&mut other);
+    }
+    fn finish(&self, acc: &Vec<f64>) -> Option<f64> {
+        if acc.is_empty() {
+            return None;
+        }
+        let mut values = acc.clone();
+        let rank = self.rank(values.len());
+        let (_, nth, _) = values.select_nth_unstable_by(rank - 1, f64::total_cmp);
+        Some(*nth)
+    }
+}
+
+/// Count, mean and (population) standard deviation of a field, from sums kept exactly in
+/// millionths, so the result does not depend on the order of additions or the number of
+/// workers.
+#[derive(Clone)]
+pub struct Moments<F>(pub F);
+
+/// The result of [`Moments`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MomentsOut {
+    /// Number of values.
+    pub count: u64,
+    /// Their mean (`NaN` when empty).
+    pub mean: f64,
+    /// Their population standard deviation, `sqrt(Σ(x − mean)² / n)` (`NaN` when empty).
+    pub std: f64,
+}
+
+/// The accumulator of [`Moments`]: the count, the sum and the sum of squares in millionths.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct MomentsAcc {
+    count: u64,
+    sum: i128,
+    sum_sq: i128,
+}
+
+impl<V, F> Aggregator<V> for Moments<F>
+where
+    F: Fn(&V) -> f64 + Clone + 'static,
+{
+    type Acc = MomentsAcc;
+    type Out = MomentsOut;
+    fn init(&self) -> MomentsAcc {
+        MomentsAcc::default()
+    }
+    #[inline]
+    fn add(&self, acc: &mut MomentsAcc, value: &V) {
+        let x = to_micros((self.0)(value));
+        acc.count += 1;
+        acc.sum += x;
+        acc.sum_sq = acc.sum_sq.saturating_add(x.saturating_mul(x));
+    }
+    fn merge(&self, acc: &mut MomentsAcc, other: MomentsAcc) {
+        acc.count += other.count;
+        acc.sum += other.sum;
+        acc.sum_sq = acc.sum_sq.saturating_add(other.sum_sq);
+    }
+    fn finish(&self, acc: &MomentsAcc) -> MomentsOut {
+        let n = acc.count as i128;
+        if n == 0 {
+            return MomentsOut { count: 0, mean: f64::NAN, std: f64::NAN };
+        }
+        // n²·variance = n·Σx² − (Σx)², exact while it fits in an i128 (values below ~10⁸
+        // over a million records), else in floating point.
+        let spread = n
+            .checked_mul(acc.sum_sq)
+            .zip(acc.sum.checked_mul(acc.sum))
+            .and_then(|(a, b)| a.checked_sub(b))
+            .map_or_else(
+                || n as f64 * acc.sum_sq as f64 - (acc.sum as f64).powi(2),
+                |exact| exact as f64,
+            );
+        MomentsOut {
+            count: acc.count,
+            mean: from_micros(acc.sum) / acc.count as f64,
+            std: spread.max(0.0).sqrt() / (n as f64 * SCALE),
+        }
+    }
+}
+
+/// The `k` records with the greatest `key`, greatest first; records with equal keys are
+/// kept in the order of arrival, so make the key total (e.g. `(score, id)`) for results that
+/// do not depend on it.
+#[derive(Clone)]
+pub struct TopK<F> {
+    k: usize,
+    key: F,
+}
+
+impl<F> TopK<F> {
+    /// The `k` records with the greatest `key(record)`.
+    pub fn new(k: usize, key: F) -> Self {
+        TopK { k, key }
+    }
+}
+
+impl<V, O, F> Aggregator<V> for TopK<F>
+where
+    V: Data,
+    O: Ord,
+    F: Fn(&V) -> O + Clone + 'static,
+{
+    type Acc = Vec<V>;
+    type Out = Vec<V>;
+    fn init(&self) -> Vec<V> {
+        Vec::new()
+    }
+    fn add(&self, acc: &mut Vec<V>, value: &V) {
+        self.merge(acc, vec![value.clone()]);
+    }
+    fn merge(&self, acc: &mut Vec<V>, other: Vec<V>) {
+        acc.extend(other);
+        // Stable: equal keys keep their order.
+        acc.sort_by_key(|v| std::cmp::Reverse((self.key)(v)));
+        acc.truncate(self.k);
+    }
+    fn finish(&self, acc: &Vec<V>) -> Vec<V> {
+        acc.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     struct R {
         t: u64,
         x: i64,
@@ -414,6 +580,9 @@ mod tests {
             split_merge_agrees(On::new(|r: &R| r.x * 2, Sum(|x: &i64| *x)), &rs, cut);
             split_merge_agrees(Mean(|r: &R| r.x as f64 * 0.01), &rs, cut);
             split_merge_agrees(Stats(|r: &R| r.x as f64 * 0.37), &rs, cut);
+            split_merge_agrees(Quantile::new(0.95, |r: &R| r.x as f64), &rs, cut);
+            split_merge_agrees(Moments(|r: &R| r.x as f64 * 0.37), &rs, cut);
+            split_merge_agrees(TopK::new(3, |r: &R| (r.x, r.t)), &rs, cut);
         }
     }
 
@@ -436,5 +605,55 @@ mod tests {
         let tenths =
             result(Stats(|r: &R| r.x as f64 / 10.0), &[R { t: 0, x: 1 }, R { t: 0, x: 2 }]);
         assert_eq!(tenths.sum, 0.3);
+    }
+
+    proptest! {
+        /// The quantile is the nearest-rank one, and the moments and the top k agree with
+        /// their textbook formulas.
+        #[test]
+        fn quantile_moments_and_top_k_agree_with_naive_formulas(
+            rs in prop::collection::vec((0u64..50, -100i64..100).prop_map(|(t, x)| R { t, x }), 1..60),
+            q in 0.0f64..=1.0,
+        ) {
+            let mut sorted: Vec<f64> = rs.iter().map(|r| r.x as f64).collect();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            let quantile = Quantile::new(q, |r: &R| r.x as f64);
+            let got = quantile.finish(&fold(&quantile, &rs)).unwrap();
+            // The smallest value with at least q·n values at or below it.
+            let naive = *sorted
+                .iter()
+                .find(|v| sorted.iter().filter(|w| w <= v).count() as f64 >= q * n as f64 - 1e-9)
+                .unwrap();
+            prop_assert_eq!(got, naive);
+
+            let m = Moments(|r: &R| r.x as f64 * 0.01);
+            let out = m.finish(&fold(&m, &rs));
+            let mean = rs.iter().map(|r| r.x as f64 * 0.01).sum::<f64>() / n as f64;
+            let var = rs.iter().map(|r| (r.x as f64 * 0.01 - mean).powi(2)).sum::<f64>() / n as f64;
+            prop_assert_eq!(out.count, n as u64);
+            prop_assert!((out.mean - mean).abs() < 1e-9 && (out.std - var.sqrt()).abs() < 1e-9);
+
+            let top = TopK::new(3, |r: &R| (r.x, r.t));
+            let mut naive: Vec<(i64, u64)> = rs.iter().map(|r| (r.x, r.t)).collect();
+            naive.sort_by(|a, b| b.cmp(a));
+            naive.truncate(3);
+            let got: Vec<(i64, u64)> = top.finish(&fold(&top, &rs)).iter().map(|r| (r.x, r.t)).collect();
+            prop_assert_eq!(got, naive);
+        }
+    }
+
+    #[test]
+    fn quantile_matches_duckdb_quantile_disc() {
+        // DuckDB: SELECT quantile_disc(x, 0.95) FROM range(1, n + 1) t(x) for these n.
+        let p95 = Quantile::new(0.95, |r: &R| r.x as f64);
+        for (n, duckdb) in [(1, 1), (2, 2), (10, 10), (20, 19), (21, 20), (40, 38)] {
+            let rs: Vec<R> = (1..=n).rev().map(|x| R { t: 0, x }).collect();
+            assert_eq!(p95.finish(&fold(&p95, &rs)), Some(duckdb as f64), "n = {n}");
+        }
+        assert_eq!(p95.finish(&p95.init()), None);
+        let m = Moments(|r: &R| r.x as f64);
+        let out = m.finish(&fold(&m, &[R { t: 0, x: 2 }, R { t: 0, x: 4 }]));
+        assert_eq!((out.count, out.mean, out.std), (2, 3.0, 1.0));
     }
 }

@@ -12,7 +12,8 @@ pub mod keyed_aggregate;
 pub mod window;
 
 pub use aggregate::{
-    Aggregator, Count, First, Last, Max, Mean, Min, On, Stats, StatsAcc, Sum, Summary,
+    Aggregator, Count, First, Last, Max, Mean, Min, Moments, MomentsAcc, MomentsOut, On, Quantile,
+    Stats, StatsAcc, Sum, Summary, TopK,
 };
 pub use join::{
     AsOfJoin, Change, Enriched, IntervalJoin, JoinKind, Joined, Joins, Table, TableJoin,

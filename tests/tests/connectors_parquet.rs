@@ -37,7 +37,7 @@ fn windowed_job_writes_partitioned_parquet_that_duckdb_and_pyarrow_read() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let sql = "SELECT device, CAST(epoch(window_start) * 1000 AS BIGINT) AS start, count, min, \
-               max, mean, CAST(dt AS VARCHAR) AS dt, CAST(hour AS VARCHAR) AS hour FROM t";
+               max, mean, p95, CAST(dt AS VARCHAR) AS dt, CAST(hour AS VARCHAR) AS hour FROM t";
     let read = read_parquet(&out_dir, Some(sql));
     let files = read["files"].as_array().expect("files");
     assert!(files.len() > 4, "rolled by rows, on two workers: {files:?}");
@@ -68,7 +68,8 @@ fn windowed_job_writes_partitioned_parquet_that_duckdb_and_pyarrow_read() {
         assert_eq!(row["hour"].as_str().map(|h| format!("{h:0>2}")), Some(time[11..13].to_owned()));
         let f = |k: &str| row[k].as_f64().expect("number");
         let key = (row["device"].as_u64().expect("device"), start);
-        let value = (row["count"].as_u64().expect("count"), f("min"), f("max"), f("mean"));
+        let value =
+            (row["count"].as_u64().expect("count"), f("min"), f("max"), f("mean"), f("p95"));
         assert!(seen.insert(key, value).is_none(), "a duplicate row: {row}");
     }
     assert_eq!(seen, expected, "the files hold exactly the naive recomputation");

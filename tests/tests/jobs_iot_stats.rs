@@ -2,12 +2,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use serde_json::Value;
-use support::{job_command, naive_iot_stats, run_cluster, run_job, sorted_lines};
+use support::{job_command, naive_iot_stats, run_cluster, run_job, sorted_lines, IotStats};
 
 use support::IOT_SMALL as SMALL;
 
@@ -18,11 +17,11 @@ fn stdout_lines(args: &[&str]) -> Vec<String> {
 }
 
 /// The expected output of [`SMALL`], recomputed naively from the generator's events.
-fn expected_small() -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
+fn expected_small() -> IotStats {
     naive_iot_stats(12, 40_000, 10_000)
 }
 
-fn parse(lines: &[String]) -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
+fn parse(lines: &[String]) -> IotStats {
     lines
         .iter()
         .map(|line| {
@@ -35,7 +34,7 @@ fn parse(lines: &[String]) -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
             let f = |k: &str| v[k].as_f64().expect("number");
             (
                 (v["device"].as_u64().expect("device"), start),
-                (v["count"].as_u64().expect("count"), f("min"), f("max"), f("mean")),
+                (v["count"].as_u64().expect("count"), f("min"), f("max"), f("mean"), f("p95")),
             )
         })
         .collect()

@@ -247,6 +247,92 @@ impl Generate for QuoteModel {
     }
 }
 
+/// One instrument of the reference data: what a symbol is. An entry takes effect at
+/// `since`; a newer entry of the same symbol replaces it from then on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Instrument {
+    /// Instrument symbol.
+    pub symbol: String,
+    /// Company name.
+    pub name: String,
+    /// Industry sector.
+    pub sector: String,
+    /// Trading currency.
+    pub currency: String,
+    /// Shares per round lot.
+    pub lot_size: u32,
+    /// When the entry takes effect, milliseconds since the Unix epoch (0: always).
+    pub since: EventTime,
+}
+
+impl Timestamped for Instrument {
+    fn event_time(&self) -> EventTime {
+        self.since
+    }
+}
+
+/// The reference-data model: one [`Instrument`] per symbol of a [`MarketConfig`], at time 0.
+#[derive(Debug, Clone)]
+pub struct InstrumentModel {
+    config: MarketConfig,
+    pace: Pace,
+}
+
+/// The instrument reference-data source.
+pub type Instruments = Generator<InstrumentModel>;
+
+impl Instruments {
+    /// The instruments of the market `config` describes.
+    pub fn new(config: &MarketConfig) -> Result<Self, ConfigError> {
+        config.check()?;
+        let pace = Pace { events: Some(u64::from(config.symbols)), ..Pace::default() };
+        Ok(Generator::from_model(InstrumentModel { config: config.clone(), pace }))
+    }
+}
+
+const SECTORS: [&str; 6] =
+    ["Technology", "Financials", "Energy", "Health Care", "Industrials", "Utilities"];
+const SYLLABLES: [&str; 8] = ["Nor", "Vel", "Astra", "Quin", "Tor", "Lum", "Cor", "Zen"];
+
+impl Generate for InstrumentModel {
+    type Item = Instrument;
+    type State = ();
+
+    fn name(&self) -> &str {
+        "instruments"
+    }
+
+    fn pace(&self) -> &Pace {
+        &self.pace
+    }
+
+    fn start(&self, _first: u64, _step: u64) {}
+
+    fn event(&self, _: &mut (), i: u64) -> (EventTime, Instrument) {
+        let h = mix(self.config.pace.seed ^ 0x1257, i);
+        let pick = |k: u64, n: usize| (mix(h, k) % n as u64) as usize;
+        let name = format!(
+            "{}{} {}",
+            SYLLABLES[pick(1, SYLLABLES.len())],
+            SYLLABLES[pick(2, SYLLABLES.len())].to_lowercase(),
+            ["Corp", "Holdings", "Group", "Inc"][pick(3, 4)]
+        );
+        let instrument = Instrument {
+            symbol: format!("SYM{i:03}"),
+            name,
+            sector: SECTORS[pick(4, SECTORS.len())].to_owned(),
+            currency: if i.is_multiple_of(5) { "EUR" } else { "USD" }.to_owned(),
+            lot_size: 100,
+            since: 0,
+        };
+        (0, instrument)
+    }
+
+    fn watermark(&self, _: &(), _next: u64) -> EventTime {
+        0
+    }
+}
+
 fn round_cents(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -267,6 +353,17 @@ mod tests {
             let (_, q) = quotes.model.event(&mut (), i);
             assert!(q.bid < q.ask, "{q:?}");
         }
+    }
+
+    #[test]
+    fn one_instrument_per_symbol() {
+        let config = MarketConfig { symbols: 12, ..MarketConfig::default() };
+        let instruments = Instruments::new(&config).unwrap();
+        assert_eq!(instruments.model.pace().events, Some(12));
+        let (t, sym5) = instruments.model.event(&mut (), 5);
+        assert_eq!((t, sym5.symbol.as_str(), sym5.since), (0, "SYM005", 0));
+        assert_eq!(sym5, instruments.model.event(&mut (), 5).1);
+        assert!(SECTORS.contains(&sym5.sector.as_str()));
     }
 
     #[test]

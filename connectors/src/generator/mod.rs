@@ -21,8 +21,13 @@ use tributary_runtime::{
     SourceContext, SourceReader,
 };
 
-pub use self::iot::{IotConfig, IotReadings, SensorKind, SensorReading};
-pub use self::market::{MarketConfig, Quote, Quotes, Trade, Trades};
+pub use self::iot::{
+    DeviceInfo, DeviceRegistry, IotConfig, IotModel, IotReadings, RegistryModel, SensorKind,
+    SensorReading,
+};
+pub use self::market::{
+    Instrument, InstrumentModel, Instruments, MarketConfig, Quote, Quotes, Trade, Trades,
+};
 pub use self::nexmark::{
     Auction, Bid, NexmarkConfig, NexmarkEvent, NexmarkEvents, NexmarkModel, Person, Str, Text,
 };

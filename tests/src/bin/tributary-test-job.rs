@@ -19,6 +19,11 @@ fn main() -> ExitCode {
         Some("iot-stats") => tributary_jobs::iot_stats::main_from(args),
         Some("iot-deviation") => tributary_jobs::iot_deviation::main_from(args),
         Some("iot-produce") => tributary_jobs::iot_produce::main_from(args),
+        Some("iot-alerts") => tributary_jobs::iot_alerts::main_from(args),
+        Some("market-candles") => tributary_jobs::market_candles::main_from(args),
+        Some("market-tca") => tributary_jobs::market_tca::main_from(args),
+        Some("market-movers") => tributary_jobs::market_movers::main_from(args),
+        Some("market-produce") => tributary_jobs::market_produce::main_from(args),
         Some("nexmark") => tributary_jobs::nexmark::main_from(args),
         Some("stateful-mix") => stateful_mix(args),
         _ => {

@@ -92,13 +92,14 @@ pub const IOT_SMALL: &[&str] = &[
     "job.window=\"10s\"",
 ];
 
+/// Per device and window start (ms): count, min, max, mean (rounded to 4 decimals) and p95.
+pub type IotStats = BTreeMap<(u64, u64), (u64, f64, f64, f64, f64)>;
+
 /// `iot-stats` recomputed naively from the generator's events (2 s disorder): per device and
-/// window start (ms), the count, min, max and mean (rounded to 4 decimals, as the job does).
-pub fn naive_iot_stats(
-    devices: u32,
-    events: u64,
-    window_ms: u64,
-) -> BTreeMap<(u64, u64), (u64, f64, f64, f64)> {
+/// window start (ms), the count, min, max, mean (rounded to 4 decimals, as the job does) and
+/// the nearest-rank p95 (the smallest reading with at least 95 % of the readings at or below
+/// it).
+pub fn naive_iot_stats(devices: u32, events: u64, window_ms: u64) -> IotStats {
     use tributary_connectors::generator::Generate;
     use tributary_connectors::{IotConfig, IotReadings, Pace};
 
@@ -126,9 +127,27 @@ pub fn naive_iot_stats(
             let mean = (micros as f64 / 1e6 / vs.len() as f64 * 1e4).round() / 1e4;
             let min = vs.iter().copied().fold(f64::INFINITY, f64::min);
             let max = vs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            (k, (vs.len() as u64, min, max, mean))
+            let n = vs.len() as f64;
+            let p95 = *vs
+                .iter()
+                .filter(|v| vs.iter().filter(|w| w <= v).count() as f64 >= 0.95 * n - 1e-9)
+                .min_by(|a, b| a.total_cmp(b))
+                .expect("a window has readings");
+            (k, (vs.len() as u64, min, max, mean, p95))
         })
         .collect()
+}
+
+/// Runs `sql` in DuckDB (`py/duckdb_query.py`) and returns its rows as JSON objects.
+pub fn duckdb(sql: &str) -> Vec<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/duckdb_query.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(sql)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs duckdb)");
+    assert!(out.status.success(), "DuckDB fails: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
 }
 
 /// Reads the Parquet folder `dir` with pyarrow and DuckDB (`py/read_parquet.py`), running

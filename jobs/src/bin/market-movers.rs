@@ -1,0 +1,5 @@
+//! The `market-movers` job binary.
+
+fn main() -> std::process::ExitCode {
+    tributary_jobs::market_movers::main()
+}
