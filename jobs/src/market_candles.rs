@@ -251,7 +251,8 @@ mod tests {
             acc
         };
         let bar = Ohlcv.finish(&fold(&trades));
-        assert_eq!((bar.open, bar.high, bar.low, bar.close), (10.0, 11.0, 9.5, 10.5));
+        // Last: the greater id (8) of the two trades at 2000 ms.
+        assert_eq!((bar.open, bar.high, bar.low, bar.close), (10.0, 11.0, 9.5, 9.5));
         assert_eq!((bar.volume, bar.trades), (500, 4));
         assert_eq!(bar.vwap, (10.5 * 100.0 + 10.0 * 200.0 + 11.0 * 100.0 + 9.5 * 100.0) / 500.0);
         let mut split = fold(&trades[2..]);
