@@ -263,7 +263,7 @@ fn file_output_in_csv_with_json_logs() {
         let mut lines = text.lines();
         assert_eq!(
             lines.next(),
-            Some("device,sensor,window_start,window_end,count,min,max,mean,revision")
+            Some("device,sensor,window_start,window_end,count,min,max,mean,p95,revision")
         );
         for line in lines {
             total += line.split(',').nth(4).expect("count column").parse::<u64>().expect("count");
