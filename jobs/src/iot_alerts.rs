@@ -32,6 +32,7 @@ use tributary_runtime::{EventTime, Events as EventStream};
 
 use crate::iot_stats::Readings;
 use crate::prelude::*;
+use crate::round;
 
 /// The `[job]` table of `iot-alerts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,11 +278,6 @@ impl Registry {
             Registry::Kafka(k) => flow.source(k).map(|u| (u.device, u.change)),
         }
     }
-}
-
-fn round(x: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (x * scale).round() / scale
 }
 
 /// Runs the job with the process's arguments.

@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use crate::prelude::*;
+use crate::round;
 
 /// The `[job]` table of `iot-deviation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,10 +61,6 @@ pub struct Deviation {
     pub deviation: f64,
 }
 
-fn round4(x: f64) -> f64 {
-    (x * 1e4).round() / 1e4
-}
-
 /// Runs the job with the process's arguments.
 pub fn main() -> ExitCode {
     main_from(std::env::args_os())
@@ -100,10 +97,10 @@ pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                         site: j.key,
                         window_start: format_event_time(j.window.start),
                         count: device.value.count,
-                        mean: round4(mean),
+                        mean: round(mean, 4),
                         site_count: site.value.count,
-                        site_mean: round4(site_mean),
-                        deviation: round4(mean - site_mean),
+                        site_mean: round(site_mean, 4),
+                        deviation: round(mean - site_mean, 4),
                     })
                 })
                 .sink_to(&output);

@@ -87,7 +87,7 @@ impl DeviceStats {
             count: summary.count,
             min: summary.min,
             max: summary.max,
-            mean: (summary.mean() * 1e4).round() / 1e4,
+            mean: crate::round(summary.mean(), 4),
             // A window has at least one reading.
             p95: p95.unwrap_or(f64::NAN),
             revision: r.revision,

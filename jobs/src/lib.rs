@@ -13,6 +13,12 @@ pub mod market_produce;
 pub mod market_tca;
 pub mod nexmark;
 
+/// `x` rounded to `decimals` decimals, as the jobs round their averages and ratios.
+pub(crate) fn round(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
+
 /// Everything a typical job uses, in one import.
 pub mod prelude {
     pub use std::time::Duration;

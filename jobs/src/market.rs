@@ -102,9 +102,3 @@ pub(crate) fn instrument_table<'scope>(
 ) -> Table<'scope, String, Instrument> {
     instruments.key_by(|i: &Instrument| i.symbol.clone()).into_latest_table("instruments")
 }
-
-/// `x` rounded to `decimals` decimals.
-pub(crate) fn round(x: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (x * scale).round() / scale
-}

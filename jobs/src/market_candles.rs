@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use timely::dataflow::operators::Concatenate;
 use tributary_runtime::EventTime;
 
-use crate::market::{round, MarketInputs};
+use crate::market::MarketInputs;
 use crate::prelude::*;
+use crate::round;
 
 /// The `[job]` table of `market-candles`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

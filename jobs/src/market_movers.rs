@@ -12,9 +12,10 @@ use std::process::ExitCode;
 
 use tributary_runtime::EventTime;
 
-use crate::market::{instrument_table, round, MarketInputs};
+use crate::market::{instrument_table, MarketInputs};
 use crate::market_candles::Ohlcv;
 use crate::prelude::*;
+use crate::round;
 
 /// The `[job]` table of `market-movers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

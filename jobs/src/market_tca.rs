@@ -16,8 +16,9 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use crate::market::{instrument_table, round, MarketInputs};
+use crate::market::{instrument_table, MarketInputs};
 use crate::prelude::*;
+use crate::round;
 
 /// The `[job]` table of `market-tca`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
