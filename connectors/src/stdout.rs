@@ -27,14 +27,15 @@ impl<D: Serialize + 'static> Sink<D> for StdoutSink<D> {
         "stdout"
     }
 
-    fn writer(&self, _ctx: &SinkContext) -> Result<StdoutWriter<D>> {
-        Ok(StdoutWriter { buf: Vec::new(), marker: PhantomData })
+    fn writer(&self, ctx: &SinkContext) -> Result<StdoutWriter<D>> {
+        Ok(StdoutWriter { buf: Vec::new(), bytes: ctx.bytes_counter(), marker: PhantomData })
     }
 }
 
 /// One worker's stdout writer.
 pub struct StdoutWriter<D> {
     buf: Vec<u8>,
+    bytes: metrics::Counter,
     marker: PhantomData<fn(D)>,
 }
 
@@ -49,7 +50,9 @@ impl<D: Serialize + 'static> SinkWriter<D> for StdoutWriter<D> {
             serde_json::to_writer(&mut self.buf, &r).map_err(failed)?;
             self.buf.push(b'\n');
         }
-        std::io::stdout().lock().write_all(&self.buf).map_err(failed)
+        std::io::stdout().lock().write_all(&self.buf).map_err(failed)?;
+        self.bytes.increment(self.buf.len() as u64);
+        Ok(())
     }
 
     fn progress(&mut self, _frontier: Option<Time>) -> Result<()> {

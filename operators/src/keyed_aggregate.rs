@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
+use tributary_runtime::logging::activation;
 use tributary_runtime::{job_context, Checkpointer, Data, EventTime, Events, Time, Timestamped};
 
 use crate::aggregate::Aggregator;
@@ -82,6 +83,7 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
         let scope = partials.scope();
         let job = job_context(&scope);
         let name = "keyed-aggregate";
+        let worker = scope.index();
         partials.unary_frontier(exchange, name, move |_cap, info| {
             let mut state: FxHashMap<K, (A::Acc, u32)> = FxHashMap::default();
             let mut checkpointer = Checkpointer::register(&scope, name, &info.address);
@@ -99,6 +101,7 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
             let mut pending: Stash<K, A::Acc> = BTreeMap::new();
             let mut changed: FxHashSet<K> = FxHashSet::default();
             move |(input, frontier), output| {
+                let _activation = activation(name, worker);
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return data.clear() };
                     pending

@@ -111,6 +111,10 @@ pub struct RuntimeConfig {
     /// Where this process serves Prometheus metrics (`/metrics`) and `/health`: a port
     /// (bound on 127.0.0.1) or `host:port`. Absent: no endpoint.
     pub metrics_addr: Option<String>,
+    /// Where to export `tracing` spans over OpenTelemetry (OTLP over HTTP, protobuf): the
+    /// collector's base URL, e.g. `http://127.0.0.1:4318` (spans go to `/v1/traces`). Needs a
+    /// build with the `otlp` feature. Absent: no export.
+    pub otlp_endpoint: Option<String>,
     /// Periodic checkpoints and recovery (`[runtime.checkpoint]`); off without a `dir`.
     pub checkpoint: CheckpointConfig,
     /// Flow control: sources pause while more records than this wait in the queues between
@@ -151,6 +155,7 @@ impl Default for RuntimeConfig {
             connect_timeout: HumanDuration(std::time::Duration::from_secs(60)),
             watermarks: WatermarkConfig::default(),
             metrics_addr: None,
+            otlp_endpoint: None,
             checkpoint: CheckpointConfig::default(),
             max_in_flight: crate::flow_control::DEFAULT_MAX_IN_FLIGHT,
             progress: ProgressMode::Auto,
@@ -185,6 +190,10 @@ impl RuntimeConfig {
         if let Some(address) = &self.metrics_addr {
             crate::serve::parse_address(address)
                 .map_err(|e| ConfigError::new("runtime.metrics_addr", e))?;
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            crate::logging::check_otlp_endpoint(endpoint)
+                .map_err(|e| ConfigError::new("runtime.otlp_endpoint", e))?;
         }
         self.checkpoint.validate()?;
         if self.processes == 1 {

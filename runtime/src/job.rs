@@ -112,7 +112,7 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         B: Fn(&mut Flow<'_>) + Send + Sync + 'static,
     {
         let config = Config::<C>::load(args)?;
-        logging::init(&config.runtime)?;
+        let _log = logging::init(&config.runtime, &self.name)?;
         let runtime = &config.runtime;
         let mut context = JobContext::new(&self.name, runtime.granularity)
             .with_watermarks(runtime.watermarks)
@@ -207,7 +207,8 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         }
         let latency = snapshot.latency.as_ref();
         tracing::info!(job = %self.name, elapsed_ms = started.elapsed().as_millis() as u64,
-            records_in = snapshot.records_in, records_out = snapshot.records_out, peak_rss_bytes = snapshot.memory.peak_rss_bytes,
+            records_in = snapshot.records_in, records_out = snapshot.records_out,
+            bytes_in = snapshot.bytes_in, peak_rss_bytes = snapshot.memory.peak_rss_bytes,
             latency_p50_ms = latency.map(|l| l.p50_ms), latency_p99_ms = latency.map(|l| l.p99_ms),
             latency_buckets = latency.map(|l| l.buckets_text()), "job finished");
         Ok(())

@@ -18,6 +18,8 @@ pub const WORKER: &str = "worker";
 
 /// Counter: records a source emitted.
 pub const SOURCE_RECORDS: &str = "tributary_source_records_total";
+/// Counter: bytes a source read from outside (Kafka keys and values, file lines).
+pub const SOURCE_BYTES: &str = "tributary_source_bytes_total";
 /// Gauge: wall-clock time minus a source worker's watermark, in seconds.
 pub const WATERMARK_LAG: &str = "tributary_source_watermark_lag_seconds";
 /// Counter: records rejected into the dead-letter output.
@@ -26,7 +28,8 @@ pub const DEAD_LETTERS: &str = "tributary_dead_letters_total";
 pub const SINK_RECORDS: &str = "tributary_sink_records_total";
 /// Counter: files a sink finished and made visible.
 pub const SINK_FILES: &str = "tributary_sink_files_total";
-/// Counter: bytes in the files a sink made visible.
+/// Counter: bytes a sink wrote out: the files it made visible (Parquet), the lines it wrote
+/// (files, stdout), the keys and values it produced (Kafka).
 pub const SINK_BYTES: &str = "tributary_sink_bytes_total";
 /// Counter: late records an operator accepted as updates.
 pub const LATE_UPDATES: &str = "tributary_operator_late_updates_total";

@@ -28,6 +28,15 @@ pub struct SinkContext {
     pub checkpointed: bool,
 }
 
+impl SinkContext {
+    /// This worker's `tributary_sink_bytes_total` counter for the sink: writers add the bytes
+    /// they write out.
+    pub fn bytes_counter(&self) -> metrics::Counter {
+        let labels = [(m::SINK, self.name.clone()), (m::WORKER, self.worker_index.to_string())];
+        metrics::counter!(m::SINK_BYTES, &labels)
+    }
+}
+
 /// A destination for records, resolved before the workers start.
 pub trait Sink<D>: Send + Sync + 'static {
     /// One worker's writer.
@@ -125,6 +134,7 @@ impl<D: Data> SinkExt<D> for Events<'_, D> {
         // dataflow running until the last checkpoint has made the output visible.
         let (_, _) = builder.new_output::<Vec<()>>();
         let checkpointer = Checkpointer::register(&scope, &name, &info.address);
+        let worker = ctx.worker_index;
         let writer = sink.writer(&ctx);
 
         builder.build(move |mut capabilities| {
@@ -149,6 +159,7 @@ impl<D: Data> SinkExt<D> for Events<'_, D> {
             });
             let mut driver = driver.map_err(|error| job.state.fail(error)).ok();
             move |frontiers| {
+                let _activation = crate::logging::activation(&name, worker);
                 let frontier = frontiers[0].frontier().first().copied();
                 let Some(d) = driver.as_mut() else {
                     input.for_each(|_, data| data.clear());

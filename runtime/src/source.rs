@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -145,13 +146,16 @@ impl Cut {
 /// Records waiting to be sent, grouped by timely timestamp.
 struct Buckets<D> {
     buckets: Vec<(Time, Vec<D>)>,
+    /// The bucket of each time, for records out of order (a poll of a source with a disorder
+    /// bound of seconds spans tens of times).
+    index: FxHashMap<Time, usize>,
     last: usize,
     spare: Vec<Vec<D>>,
 }
 
 impl<D> Buckets<D> {
     fn new() -> Self {
-        Buckets { buckets: Vec::new(), last: 0, spare: Vec::new() }
+        Buckets { buckets: Vec::new(), index: FxHashMap::default(), last: 0, spare: Vec::new() }
     }
 
     #[inline]
@@ -167,15 +171,24 @@ impl<D> Buckets<D> {
 
     #[cold]
     fn push_slow(&mut self, time: Time, item: D) {
-        if let Some(i) = self.buckets.iter().position(|(t, _)| *t == time) {
-            self.last = i;
-            self.buckets[i].1.push(item);
-        } else {
-            let mut v = self.spare.pop().unwrap_or_default();
-            v.push(item);
-            self.last = self.buckets.len();
-            self.buckets.push((time, v));
+        let next = self.buckets.len();
+        let i = *self.index.entry(time).or_insert(next);
+        if i == next {
+            self.buckets.push((time, self.spare.pop().unwrap_or_default()));
         }
+        self.last = i;
+        self.buckets[i].1.push(item);
+    }
+
+    /// Hands each bucket to `send` (which leaves the vector empty for reuse) and starts over.
+    fn drain(&mut self, mut send: impl FnMut(Time, &mut Vec<D>)) {
+        for (time, mut batch) in self.buckets.drain(..) {
+            send(time, &mut batch);
+            batch.clear();
+            self.spare.push(batch);
+        }
+        self.index.clear();
+        self.last = 0;
     }
 }
 
@@ -188,6 +201,8 @@ pub struct Emitter<'a, D> {
     watermark: Option<EventTime>,
     room: usize,
     emitted: usize,
+    /// Bytes the reader took from outside during this poll.
+    bytes: u64,
     /// The cut of a pending checkpoint.
     cut: Time,
 }
@@ -204,6 +219,13 @@ impl<D> Emitter<'_, D> {
         self.buckets.push(time, item);
         self.emitted += 1;
         time >= self.cut
+    }
+
+    /// Counts bytes the reader took from outside (a Kafka record's key and value, a file's
+    /// lines), for `tributary_source_bytes_total`. Readers of generated data count none.
+    #[inline]
+    pub fn add_bytes(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
     }
 
     /// Sends a record that could not be read to the dead-letter output.
@@ -268,7 +290,8 @@ impl<'scope> Flow<'scope> {
         // Each worker's driver tells every other one its watermark and whether it is idle, on
         // a loop that is connected to none of the data outputs: it never holds them back.
         let (status_handle, status_loop) = scope.feedback::<Vec<Status>>(1);
-        let mut builder = OperatorBuilder::new(format!("source:{name}"), scope);
+        let operator = format!("source:{name}");
+        let mut builder = OperatorBuilder::new(operator.clone(), scope);
         let info = builder.operator_info();
         let mut status_input = builder.new_input_connection(status_loop, Pipeline, []);
         let (ok_output, ok_stream) = builder.new_output_connection([]);
@@ -278,7 +301,7 @@ impl<'scope> Flow<'scope> {
         statuses.clone().connect_loop(status_handle);
         self.source_progress.push(statuses);
         let activator = scope.activator_for(Rc::clone(&info.address));
-        let checkpointer = Checkpointer::register(&scope, &format!("source:{name}"), &info.address);
+        let checkpointer = Checkpointer::register(&scope, &operator, &info.address);
         let throttle = self.throttle.clone();
         let running = throttle.running();
 
@@ -319,6 +342,7 @@ impl<'scope> Flow<'scope> {
                     boards.borrow_mut()[mine].update(statuses.drain(..));
                 });
                 let Some(d) = driver.as_mut() else { return };
+                let _activation = crate::logging::activation(&operator, d.ctx.worker_index);
                 let outcome = if state.stop_requested() {
                     tracing::info!(source = %d.ctx.name, worker = d.ctx.worker_index,
                         records = d.records, "source stopped on request");
@@ -450,6 +474,7 @@ struct Driver<R: SourceReader> {
     records: u64,
     dead_letters: u64,
     records_counter: metrics::Counter,
+    bytes_counter: metrics::Counter,
     dead_counter: metrics::Counter,
     watermark_lag: metrics::Gauge,
     /// When the reader last emitted a record (or started).
@@ -496,6 +521,7 @@ where
         let labels = [(m::SOURCE, ctx.name.clone()), (m::WORKER, ctx.worker_index.to_string())];
         let mut driver = Driver {
             records_counter: metrics::counter!(m::SOURCE_RECORDS, &labels),
+            bytes_counter: metrics::counter!(m::SOURCE_BYTES, &labels),
             dead_counter: metrics::counter!(m::DEAD_LETTERS, &labels),
             watermark_lag: metrics::gauge!(m::WATERMARK_LAG, &labels),
             ctx,
@@ -706,10 +732,15 @@ where
                 watermark: None,
                 room: BATCH - emitted,
                 emitted: 0,
+                bytes: 0,
                 cut,
             };
             status = self.reader.poll(&mut out)?;
             emitted += out.emitted;
+            if out.bytes > 0 {
+                self.bytes_counter.increment(out.bytes);
+                self.endpoint.add_bytes(out.bytes);
+            }
             if out.watermark.is_some() {
                 watermark = out.watermark;
             }
@@ -730,21 +761,18 @@ where
         err: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>,
     ) {
         let mut ok = ok.activate();
-        for (time, mut batch) in self.buckets.buckets.drain(..) {
+        self.buckets.drain(|time, batch| {
             self.sent_high = self.sent_high.max(time);
             self.sent_low = Some(self.sent_low.map_or(time, |low| low.min(time)));
             self.records += batch.len() as u64;
             self.records_counter.increment(batch.len() as u64);
             if time == *self.caps.ok.time() {
-                ok.session(&self.caps.ok).give_container(&mut batch);
+                ok.session(&self.caps.ok).give_container(batch);
             } else {
                 let cap = self.caps.ok.delayed(&time);
-                ok.session(&cap).give_container(&mut batch);
+                ok.session(&cap).give_container(batch);
             }
-            batch.clear();
-            self.buckets.spare.push(batch);
-        }
-        self.buckets.last = 0;
+        });
         if self.letters.is_empty() {
             return;
         }
@@ -770,6 +798,27 @@ pub fn source_error(ctx: &SourceContext, reason: impl std::fmt::Display) -> Erro
 mod tests {
     use super::*;
     use timely::dataflow::operators::capture::{Capture, Extract};
+
+    #[test]
+    fn buckets_group_out_of_order_records_by_time_in_arrival_order() {
+        let mut buckets = Buckets::new();
+        for round in 0..2u64 {
+            let times = [5, 3, 5, 5, 9, 3, 1, 9, 5];
+            for (i, t) in times.iter().enumerate() {
+                buckets.push(*t, (round, i));
+            }
+            let mut got = Vec::new();
+            buckets.drain(|t, batch| got.push((t, std::mem::take(batch))));
+            let bucket = |t, is: &[usize]| (t, is.iter().map(|&i| (round, i)).collect::<Vec<_>>());
+            let expected = vec![
+                bucket(5, &[0, 2, 3, 8]),
+                bucket(3, &[1, 5]),
+                bucket(9, &[4, 7]),
+                bucket(1, &[6]),
+            ];
+            assert_eq!(got, expected, "round {round}");
+        }
+    }
 
     /// One scripted poll: `(event time, value)` records, then a watermark.
     type Step = (Vec<(EventTime, u64)>, Option<EventTime>);
@@ -903,17 +952,17 @@ impl<R: SourceReader> SourceReader for IngestionReader<R> {
             watermark: None,
             room,
             emitted: 0,
+            bytes: 0,
             cut: out.cut,
         };
         let poll = self.reader.poll(&mut inner)?;
+        out.bytes += inner.bytes;
         let at = crate::time::now_event_time();
-        for (_, mut batch) in self.buckets.buckets.drain(..) {
+        self.buckets.drain(|_, batch| {
             for value in batch.drain(..) {
                 out.emit(at, Ingested { at, value });
             }
-            self.buckets.spare.push(batch);
-        }
-        self.buckets.last = 0;
+        });
         out.advance_watermark(at);
         Ok(poll)
     }

@@ -1,7 +1,7 @@
 //! The file sink: one JSON-lines or CSV file per worker in an output directory.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
@@ -63,6 +63,8 @@ impl<D: Serialize + 'static> Sink<D> for FileSink<D> {
             name: self.name.clone(),
             path,
             encoder: Some(encoder),
+            bytes: ctx.bytes_counter(),
+            counted: 0,
             marker: PhantomData,
         })
     }
@@ -78,6 +80,9 @@ pub struct FileWriter<D> {
     name: String,
     path: PathBuf,
     encoder: Option<Encoder>,
+    bytes: metrics::Counter,
+    /// Bytes of the file already added to `bytes`.
+    counted: u64,
     marker: PhantomData<fn(D)>,
 }
 
@@ -107,11 +112,22 @@ impl<D: Serialize + 'static> SinkWriter<D> for FileWriter<D> {
     }
 
     fn progress(&mut self, frontier: Option<Time>) -> Result<()> {
-        let result = match self.encoder.as_mut() {
-            Some(Encoder::Json(out)) => out.flush().map_err(|e| e.to_string()),
-            Some(Encoder::Csv(out)) => out.flush().map_err(|e| e.to_string()),
-            None => Ok(()),
+        let flushed = match self.encoder.as_mut() {
+            Some(Encoder::Json(out)) => out.flush().map(|()| Some(out.get_ref())),
+            Some(Encoder::Csv(out)) => out.flush().map(|()| Some(out.get_ref().get_ref())),
+            None => Ok(None),
         };
+        // Everything flushed sits in the file: its position is the bytes written so far.
+        let result =
+            match flushed.and_then(|file| file.map(|mut f| f.stream_position()).transpose()) {
+                Ok(Some(written)) => {
+                    self.bytes.increment(written.saturating_sub(self.counted));
+                    self.counted = written;
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
         if frontier.is_none() {
             self.encoder = None;
         }

@@ -322,12 +322,14 @@ fn read_lines<D: DeserializeOwned + Timestamped>(
             return Ok(true);
         }
         *pos += n as u64;
+        out.add_bytes(n);
         let number = *line;
         *line += 1;
         if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
             let mut rest = Vec::new();
             let skipped = reader.read_until(b'\n', &mut rest).unwrap_or(0);
             *pos += skipped as u64;
+            out.add_bytes(skipped);
             out.dead_letter(DeadLetter::new(
                 name,
                 format!("{path}:{number}"),
@@ -373,7 +375,10 @@ fn read_csv<D: DeserializeOwned + Timestamped>(
     let headers = (!headers.is_empty()).then_some(headers);
     let mut record = csv::ByteRecord::new();
     while !out.is_full() {
-        match reader.read_byte_record(&mut record) {
+        let start = reader.position().byte();
+        let read = reader.read_byte_record(&mut record);
+        out.add_bytes(usize::try_from(reader.position().byte() - start).unwrap_or(usize::MAX));
+        match read {
             Ok(false) => return Ok(true),
             Ok(true) => {
                 let line = record.position().map_or(0, |p| p.line());

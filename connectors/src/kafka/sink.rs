@@ -132,7 +132,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
         &self.name
     }
 
-    fn writer(&self, _ctx: &SinkContext) -> Result<KafkaWriter<D>> {
+    fn writer(&self, ctx: &SinkContext) -> Result<KafkaWriter<D>> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.config.brokers)
             .set("enable.idempotence", "true")
@@ -156,6 +156,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
             tombstone: self.tombstone.clone(),
             producer: Some(producer),
             buf: Vec::new(),
+            bytes: ctx.bytes_counter(),
             marker: PhantomData,
         })
     }
@@ -170,6 +171,8 @@ pub struct KafkaWriter<D> {
     tombstone: Option<TombstoneFn<D>>,
     producer: Option<BaseProducer<Deliveries>>,
     buf: Vec<u8>,
+    /// Keys and values handed to the producer.
+    bytes: metrics::Counter,
     marker: PhantomData<fn(D)>,
 }
 
@@ -189,6 +192,7 @@ impl<D> KafkaWriter<D> {
 impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
     fn write(&mut self, records: &mut Vec<D>) -> Result<()> {
         let Some(producer) = self.producer.as_ref() else { return Ok(()) };
+        let mut bytes = 0;
         for record in records.drain(..) {
             self.buf.clear();
             let deletes = self.tombstone.as_ref().is_some_and(|t| t(&record));
@@ -212,6 +216,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
                 self.buf.pop();
             }
             let key = self.key.as_ref().and_then(|k| k(&record));
+            bytes += key.as_ref().map_or(0, |k| k.len()) + if deletes { 0 } else { self.buf.len() };
             let mut message = BaseRecord::to(&self.topic);
             if !deletes {
                 message = message.payload(&self.buf);
@@ -236,6 +241,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
                 }
             }
         }
+        self.bytes.increment(bytes as u64);
         producer.poll(Duration::ZERO);
         self.check()
     }

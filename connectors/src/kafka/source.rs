@@ -628,6 +628,7 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
                 }
             };
             read += 1;
+            out.add_bytes(message.key_len() + message.payload_len());
             let raw = RawRecord {
                 key: message.key(),
                 payload: message.payload(),

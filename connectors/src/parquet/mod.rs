@@ -142,7 +142,7 @@ impl<D: Serialize + 'static, S: FileStore> Sink<D> for ParquetSink<D, S> {
             prepared: Vec::new(),
             tick: 0,
             files: metrics::counter!(m::SINK_FILES, &labels),
-            bytes: metrics::counter!(m::SINK_BYTES, &labels),
+            bytes: ctx.bytes_counter(),
         })
     }
 }

@@ -37,6 +37,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Map;
 use timely::progress::Antichain;
+use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
 use tributary_runtime::{job_context, Data, EventTime, Events, Time, Timestamped};
@@ -87,8 +88,10 @@ where
         let scope = stream.scope();
         let (operator, late_changes) = instrument(&scope, "table", name, m::LATE_UPDATES);
         // Changes read behind the watermark take effect when they were read.
-        let upserts = stream.unary(Pipeline, &operator, move |_cap, _info| {
+        let worker = scope.index();
+        let upserts = stream.unary(Pipeline, &operator.clone(), move |_cap, _info| {
             move |input, output| {
+                let _activation = activation(&operator, worker);
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return data.clear() };
                     let late = data.iter().filter(|(_, c)| c.ts < time).count();
@@ -311,6 +314,7 @@ where
     let mut joined_out = OutputBuilder::from(joined_out);
     let mut late_out = OutputBuilder::from(late_out);
 
+    let worker = scope.index();
     builder.build(move |_capabilities| {
         // Records waiting for the table to be complete up to their event time, by that time,
         // with the timely time they were read at (their output's capability is held there).
@@ -321,6 +325,7 @@ where
         let mut results: Vec<(Time, Enriched<K, L, V>)> = Vec::new();
         let mut compaction = Antichain::from_elem(0);
         move |frontiers| {
+            let _activation = activation(&operator, worker);
             let mut joined_out = joined_out.activate();
             let mut late_out = late_out.activate();
             stream_in.for_each(|cap, data| {

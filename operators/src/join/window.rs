@@ -20,6 +20,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Stash;
+use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
 use tributary_runtime::status::StateGauge;
 use tributary_runtime::time::millis;
@@ -153,6 +154,7 @@ where
         let mut late_right_out = OutputBuilder::from(late_right_out);
         let address = builder.operator_info().address;
 
+        let worker = scope.index();
         builder.build(move |mut capabilities| {
             let mut state = State {
                 slots: BTreeMap::new(),
@@ -178,6 +180,7 @@ where
             let mut too_late_right: Vec<(K, R)> = Vec::new();
             let mut results = Vec::new();
             move |frontiers| {
+                let _activation = activation(&operator, worker);
                 let mut joined_out = joined_out.activate();
                 let mut late_left_out = late_left_out.activate();
                 let mut late_right_out = late_right_out.activate();

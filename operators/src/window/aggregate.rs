@@ -23,6 +23,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Stash;
+use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
 use tributary_runtime::status::StateGauge;
 use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Time, Timestamped};
@@ -76,6 +77,7 @@ where
     let mut partial_out = OutputBuilder::from(partial_out);
     let mut late_out = OutputBuilder::from(late_out);
 
+    let worker = scope.index();
     builder.build(move |_capabilities| {
         // Per batch: window -> key -> accumulator. Few windows per batch, so a short Vec.
         let mut batch: Vec<(Window, FxHashMap<K, A::Acc>)> = Vec::new();
@@ -83,6 +85,7 @@ where
         let mut windows: Vec<Window> = Vec::new();
         let mut too_late: Vec<(K, V)> = Vec::new();
         move |_frontiers| {
+            let _activation = activation(&operator, worker);
             let mut partial_out = partial_out.activate();
             let mut late_out = late_out.activate();
             input.for_each(|cap, data| {
@@ -328,6 +331,7 @@ where
     let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
     let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
 
+    let worker = scope.index();
     partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
         let mut windows = Windows { slots: BTreeMap::new(), corrections: Vec::new() };
         let mut state_gauge = StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
@@ -341,6 +345,7 @@ where
         // Partials at or after a pending checkpoint's cut, merged once the state is saved.
         let mut stash: Stash<Partial<K, A::Acc>> = Vec::new();
         move |(input, frontier), output| {
+            let _activation = activation(&operator, worker);
             let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
                 output.session(cap).give_container(results);
             };

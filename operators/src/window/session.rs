@@ -28,6 +28,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Stash;
+use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
 use tributary_runtime::status::StateGauge;
 use tributary_runtime::time::millis;
@@ -152,17 +153,19 @@ where
     let granularity = job_context(&scope).granularity;
     let (operator, late_counter) = instrument(&scope, "window-combine", name, m::LATE_DROPPED);
 
-    let mut builder = OperatorBuilder::new(operator, scope);
+    let mut builder = OperatorBuilder::new(operator.clone(), scope);
     let mut input = builder.new_input(input, Pipeline);
     let (partial_out, partials) = builder.new_output();
     let (late_out, late) = builder.new_output();
     let mut partial_out = OutputBuilder::from(partial_out);
     let mut late_out = OutputBuilder::from(late_out);
 
+    let worker = scope.index();
     builder.build(move |_capabilities| {
         let mut batch: FxHashMap<K, Vec<(Window, A::Acc, ())>> = FxHashMap::default();
         let mut too_late: Vec<(K, V)> = Vec::new();
         move |_frontiers| {
+            let _activation = activation(&operator, worker);
             let mut partial_out = partial_out.activate();
             let mut late_out = late_out.activate();
             input.for_each(|cap, data| {
@@ -386,6 +389,7 @@ where
     let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
     let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
 
+    let worker = scope.index();
     partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
         let mut state = Sessions {
             sessions: FxHashMap::default(),
@@ -406,6 +410,7 @@ where
         // Partials at or after a pending checkpoint's cut, merged once the state is saved.
         let mut stash: Stash<Partial<K, A::Acc>> = Vec::new();
         move |(input, frontier), output| {
+            let _activation = activation(&operator, worker);
             let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
                 if !results.is_empty() {
                     output.session(cap).give_container(results);

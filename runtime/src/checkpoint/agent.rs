@@ -137,6 +137,8 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
         let mut stopping_sent = false;
         let mut stopping = false;
         let mut started = Instant::now();
+        // Worker 0's span of the running checkpoint, from its start to its manifest.
+        let mut span = tracing::Span::none();
         let mut sent: Vec<Message> = Vec::new();
         let labels = [(m::JOB, job.to_string())];
         move |frontiers| {
@@ -188,7 +190,8 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
             if let Some(id) = saving {
                 match collect(&shared, worker, id) {
                     Some(states) => {
-                        let bytes = match shared.write_part(id, worker, states) {
+                        let part = tracing::info_span!("checkpoint_part", checkpoint = id);
+                        let bytes = match part.in_scope(|| shared.write_part(id, worker, states)) {
                             Ok(bytes) => Some(bytes),
                             Err(error) => {
                                 tracing::error!(%error, checkpoint = id, "checkpoint part failed");
@@ -246,6 +249,7 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
                         started = now;
                         let id = next_id;
                         next_id += 1;
+                        span = checkpoint_span(id);
                         broadcast(&mut sent, Control::Arm { id, cut: Time::MAX });
                         Run::start(id, Time::MAX, true, peers)
                     }
@@ -253,6 +257,7 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
                         started = now;
                         let id = next_id;
                         next_id += 1;
+                        span = checkpoint_span(id);
                         broadcast(&mut sent, Control::Prepare(id));
                         Phase::Pausing { id, waiting: peers, high: 0 }
                     }
@@ -283,6 +288,8 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
                         ..
                     }) => {
                         let duration = started.elapsed();
+                        let _entered =
+                            std::mem::replace(&mut span, tracing::Span::none()).entered();
                         let manifest = Manifest {
                             format: FORMAT_VERSION,
                             job: shared.job.clone(),
@@ -342,6 +349,11 @@ pub(crate) fn build_agent<'scope, D: crate::Data>(
             }
         }
     });
+}
+
+/// The span of checkpoint `id` on the worker that coordinates it.
+fn checkpoint_span(id: u64) -> tracing::Span {
+    tracing::info_span!("checkpoint", checkpoint = id)
 }
 
 /// Every participant's state for checkpoint `id` on `worker`, once all have one.

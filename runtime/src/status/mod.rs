@@ -37,6 +37,7 @@ pub struct Endpoint {
     /// The worker's global index.
     pub worker: usize,
     records: AtomicU64,
+    bytes: AtomicU64,
     dead_letters: AtomicU64,
     /// The watermark as a timely time, `u64::MAX` once finished (sources only).
     watermark: AtomicU64,
@@ -48,6 +49,11 @@ impl Endpoint {
     /// Sets the records this worker has read or written so far.
     pub fn set_records(&self, records: u64) {
         self.records.store(records, Ordering::Relaxed);
+    }
+
+    /// Adds bytes read from outside (sources).
+    pub fn add_bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Adds written records.
@@ -393,6 +399,7 @@ impl Status {
                         worker: e.worker,
                         records,
                         records_per_s: rate(records, before.map(|b| b.records)),
+                        bytes: e.bytes.load(Ordering::Relaxed),
                         dead_letters: e.dead_letters.load(Ordering::Relaxed),
                         watermark: watermark.map(format_time),
                         watermark_lag_s: watermark.map(|w| wall.saturating_sub(w) as f64 / 1e3),
@@ -419,6 +426,7 @@ impl Status {
         drop(state);
         let records_in = sources.iter().map(|s| s.records).sum();
         let records_out = sinks.iter().map(|s| s.records).sum();
+        let bytes_in = sources.iter().map(|s| s.bytes).sum();
         let (process, processes, workers) = *lock(&self.cluster);
         let memory = Memory::read();
         let snapshot = Arc::new(Snapshot {
@@ -432,6 +440,7 @@ impl Status {
             records_in_per_s: rate(records_in, previous.map(|p| p.records_in)),
             records_out,
             records_out_per_s: rate(records_out, previous.map(|p| p.records_out)),
+            bytes_in,
             late_records: self.late_records.load(Ordering::Relaxed),
             late_updates: self.late_updates.load(Ordering::Relaxed),
             dead_letters: sources.iter().map(|s| s.dead_letters).sum(),
@@ -511,6 +520,8 @@ pub struct Snapshot {
     pub records_out: u64,
     /// ... per second, over the last second.
     pub records_out_per_s: f64,
+    /// Bytes this process's sources read from outside (Kafka keys and values, file lines).
+    pub bytes_in: u64,
     /// Records too late for any window or join.
     pub late_records: u64,
     /// Late records accepted as updates.
@@ -550,6 +561,9 @@ pub struct EndpointStatus {
     pub records: u64,
     /// ... per second.
     pub records_per_s: f64,
+    /// Bytes read from outside: Kafka keys and values, file lines (sources; 0 for
+    /// generators and sinks).
+    pub bytes: u64,
     /// Records that did not decode (sources).
     pub dead_letters: u64,
     /// The watermark (sources; RFC 3339).
