@@ -19,11 +19,17 @@
 //!
 //! With [`TableJoin::latest`], records are joined at once with the table as it is now
 //! (processing-time lookup, like Flink's lookup join) and nothing is held back.
+//!
+//! Both take part in checkpoints: the table's versions below a cut are saved as upserts and
+//! replayed at their times on a restore; the lookup saves once everything below the cut has
+//! been joined (docs/architecture.md, "Checkpoints").
 
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::rc::Rc;
 use std::time::Duration;
 
 use differential_dataflow::operators::arrange::{upsert, Arranged, TraceAgent};
@@ -37,10 +43,11 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Map;
 use timely::progress::Antichain;
+use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
-use tributary_runtime::{job_context, Data, EventTime, Events, Time, Timestamped};
+use tributary_runtime::{job_context, Checkpointer, Data, EventTime, Events, Time, Timestamped};
 
 use super::{too_late, Enriched, HeldCapabilities};
 use crate::key_by::Keyed;
@@ -73,7 +80,13 @@ impl<V> Timestamped for Change<V> {
 /// partitioned across workers by key.
 pub struct Table<'scope, K: Data + Ord + Debug, V: Data + Ord + Debug> {
     arranged: Arranged<'scope, TableTrace<K, V>>,
+    /// How far behind a checkpoint's cut the as-of lookups of this table may still read (the
+    /// largest allowed lateness among them): the versions a checkpoint must keep.
+    history: Rc<Cell<u64>>,
 }
+
+/// One upsert of a table's arrangement: from `time` on, `key` has this version, or none.
+type Upsert<K, V> = (K, Option<Version<V>>, Time);
 
 impl<'scope, K, V> Keyed<'scope, K, Change<V>>
 where
@@ -89,9 +102,22 @@ where
         let (operator, late_changes) = instrument(&scope, "table", name, m::LATE_UPDATES);
         // Changes read behind the watermark take effect when they were read.
         let worker = scope.index();
-        let upserts = stream.unary(Pipeline, &operator.clone(), move |_cap, _info| {
+        // A restored checkpoint's table, handed over by the table's checkpoint operator
+        // (built below, so before the first activation) and sent once, at its times.
+        let restored: Rc<RefCell<Vec<Upsert<K, V>>>> = Rc::default();
+        let replay = Rc::clone(&restored);
+        let upserts = stream.unary(Pipeline, &operator.clone(), move |cap, _info| {
+            let mut initial = Some(cap);
             move |input, output| {
                 let _activation = activation(&operator, worker);
+                if let Some(cap) = initial.take() {
+                    let mut replay = std::mem::take(&mut *replay.borrow_mut());
+                    replay.sort_by_key(|(_, _, time)| *time);
+                    for upserts in replay.chunk_by(|a, b| a.2 == b.2) {
+                        let time = upserts[0].2;
+                        output.session(&cap.delayed(&time)).give_iterator(upserts.iter().cloned());
+                    }
+                }
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return data.clear() };
                     let late = data.iter().filter(|(_, c)| c.ts < time).count();
@@ -111,7 +137,9 @@ where
             K,
             Version<V>,
         >(upserts, &format!("table:{name}"));
-        Table { arranged }
+        let history = Rc::new(Cell::new(0));
+        checkpoint_table(&arranged, &format!("table-checkpoint:{name}"), restored, &history);
+        Table { arranged, history }
     }
 }
 
@@ -129,6 +157,119 @@ where
         });
         Keyed::new(changes).into_table(name)
     }
+}
+
+/// Makes a table take part in the job's checkpoints (if it takes any): an operator reading
+/// the arrangement saves, once its frontier has passed a checkpoint's cut, the table's
+/// versions below the cut as upserts, and on a restore hands them to the table's first
+/// operator. It holds the arrangement's compaction at the latest cut less the lookups'
+/// lateness, so that the versions a restored lookup may read are still there to save.
+fn checkpoint_table<K, V>(
+    arranged: &Arranged<'_, TableTrace<K, V>>,
+    name: &str,
+    restored: Rc<RefCell<Vec<Upsert<K, V>>>>,
+    history: &Rc<Cell<u64>>,
+) where
+    K: Data + Hash + Ord + Debug,
+    V: Data + Ord + Debug,
+{
+    let scope = arranged.stream.scope();
+    let job = job_context(&scope);
+    if job.checkpoints.is_none() {
+        return;
+    }
+    let mut trace = Some(arranged.trace.clone());
+    let history = Rc::clone(history);
+    let mut builder = OperatorBuilder::new(name.to_owned(), scope);
+    let address = builder.operator_info().address;
+    let mut input = builder.new_input(arranged.stream.clone(), Pipeline);
+    let name = name.to_owned();
+    builder.build(move |_capabilities| {
+        let mut checkpointer = Checkpointer::register(&scope, &name, &address);
+        if let Some(c) = &checkpointer {
+            match c.restore::<Vec<Upsert<K, V>>>() {
+                Ok(Some(restore)) => restored.borrow_mut().extend(
+                    restore.states.into_iter().flatten().filter(|(k, _, _)| c.owns(k.hashed())),
+                ),
+                Ok(None) => {}
+                Err(error) => job.state.fail(error),
+            }
+        }
+        move |frontiers| {
+            // The batches are read through the trace; only the frontier matters.
+            input.for_each(|_, data| data.clear());
+            let (Some(c), Some(t)) = (checkpointer.as_mut(), trace.as_mut()) else { return };
+            let frontier = frontiers[0].frontier();
+            let saved = if frontier.is_empty() {
+                // The changelog has ended: the whole table holds for every later checkpoint.
+                let saved = c.finish(&snapshot(t, Time::MAX));
+                checkpointer = None;
+                trace = None;
+                saved
+            } else if let Some(cut) = c.pending().filter(|&cut| !frontier.less_than(&cut)) {
+                let saved = c.save(&snapshot(t, cut));
+                let keep = Antichain::from_elem(cut.saturating_sub(history.get()));
+                t.set_logical_compaction(keep.borrow());
+                t.set_physical_compaction(keep.borrow());
+                saved
+            } else {
+                Ok(())
+            };
+            if let Err(error) = saved {
+                job.state.fail(error);
+            }
+        }
+    });
+}
+
+/// The table's versions below `cut`, as the upserts that rebuild it: per key, in time order,
+/// one at each time its value (or its absence) changed.
+fn snapshot<K, V>(trace: &mut TableTrace<K, V>, cut: Time) -> Vec<Upsert<K, V>>
+where
+    K: Data + Ord + Debug,
+    V: Data + Ord + Debug,
+{
+    let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
+    let mut updates: Vec<(K, Time, Version<V>, isize)> = Vec::new();
+    for batch in &batches {
+        let mut cursor = batch.cursor();
+        while let Some(key) = cursor.get_key(batch) {
+            while let Some(version) = cursor.get_val(batch) {
+                cursor.map_times(batch, |time, diff| {
+                    if *time < cut {
+                        updates.push((key.clone(), *time, version.clone(), *diff));
+                    }
+                });
+                cursor.step_val(batch);
+            }
+            cursor.step_key(batch);
+        }
+    }
+    updates.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
+    let mut upserts = Vec::new();
+    let mut live: BTreeMap<Version<V>, isize> = BTreeMap::new();
+    let mut current: Option<Version<V>> = None;
+    let mut updates = updates.into_iter().peekable();
+    while let Some((key, time, version, diff)) = updates.next() {
+        *live.entry(version).or_default() += diff;
+        let same_key_and_time = updates.peek().is_some_and(|(k, t, _, _)| *k == key && *t == time);
+        if same_key_and_time {
+            continue;
+        }
+        // Upserts keep at most one version of a key in force.
+        live.retain(|_, count| *count != 0);
+        let now = live.iter().find(|(_, count)| **count > 0).map(|(v, _)| v.clone());
+        let last_of_key = updates.peek().is_none_or(|(k, _, _, _)| *k != key);
+        if now != current {
+            current = now;
+            upserts.push((key, current.clone(), time));
+        }
+        if last_of_key {
+            live.clear();
+            current = None;
+        }
+    }
+    upserts
 }
 
 /// A keyed stream and a table, waiting for the join.
@@ -303,9 +444,14 @@ where
     let name = if mode == Mode::Latest { "latest" } else { "as-of" };
     let (operator, late_dropped) = instrument(&scope, "table-join", name, m::LATE_DROPPED);
     let mut trace = table.arranged.trace.clone();
+    if mode == Mode::AsOf {
+        table.history.set(table.history.get().max(lateness));
+    }
+    let job = job_context(&scope);
 
-    tributary_runtime::checkpoint::unsupported(&scope, &operator);
     let mut builder = OperatorBuilder::new(operator.clone(), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(Rc::clone(&info.address));
     // Route records as the table's upsert operator routes its keys.
     let mut stream_in = builder.new_input(stream, Exchange::new(|(k, _): &(K, L)| k.hashed()));
     let mut table_in = builder.new_input(table.arranged.stream.clone(), Pipeline);
@@ -316,6 +462,18 @@ where
 
     let worker = scope.index();
     builder.build(move |_capabilities| {
+        // It keeps no state across a checkpoint: it saves once every record below the cut has
+        // been joined and sent, and holds the records at or after the cut back until then.
+        let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
+        if let Some(Err(error)) = checkpointer.as_ref().map(|c| c.restore::<()>()) {
+            job.state.fail(error);
+        }
+        let mut stash: Stash<(K, L)> = Vec::new();
+        let is_late = move |time: Time, l: &L| {
+            let e = l.event_time();
+            mode == Mode::AsOf && too_late(time, granularity.quantize(e), e, 0, lateness)
+        };
+        let read_at = move |l: &L| if mode == Mode::Latest { 0 } else { l.event_time() };
         // Records waiting for the table to be complete up to their event time, by that time,
         // with the timely time they were read at (their output's capability is held there).
         let mut pending: BTreeMap<EventTime, Vec<(Time, K, L)>> = BTreeMap::new();
@@ -328,17 +486,20 @@ where
             let _activation = activation(&operator, worker);
             let mut joined_out = joined_out.activate();
             let mut late_out = late_out.activate();
+            let cut = checkpointer.as_ref().and_then(|c| c.pending());
             stream_in.for_each(|cap, data| {
                 let Some(&time) = cap.least() else { return data.clear() };
+                if cut.is_some_and(|cut| time >= cut) {
+                    let (late, kept) = data.drain(..).partition(|(_, l)| is_late(time, l));
+                    too_late_records = late;
+                    stash.push((cap.delayed(&time, 0), kept));
+                }
                 for (k, l) in data.drain(..) {
-                    let e = l.event_time();
-                    if mode == Mode::AsOf && too_late(time, granularity.quantize(e), e, 0, lateness)
-                    {
+                    if is_late(time, &l) {
                         too_late_records.push((k, l));
                     } else {
                         held.hold(time, || cap.delayed(&time, 0));
-                        let at = if mode == Mode::Latest { 0 } else { e };
-                        pending.entry(at).or_default().push((time, k, l));
+                        pending.entry(read_at(&l)).or_default().push((time, k, l));
                     }
                 }
                 if !too_late_records.is_empty() {
@@ -392,6 +553,32 @@ where
                 }
             }
 
+            if let (Some(c), Some(cut)) = (checkpointer.as_mut(), cut) {
+                // Both inputs past the cut: every record below it has been joined and sent.
+                let passed = frontiers.iter().all(|f| !f.frontier().less_than(&cut));
+                let below = pending.values().flatten().any(|(time, _, _)| *time < cut);
+                if passed && !below {
+                    if let Err(error) = c.save(&()) {
+                        job.state.fail(error);
+                    }
+                    for (cap, batch) in stash.drain(..) {
+                        let time = *cap.time();
+                        for (k, l) in batch {
+                            held.hold(time, || cap.clone());
+                            pending.entry(read_at(&l)).or_default().push((time, k, l));
+                        }
+                    }
+                    activator.activate();
+                }
+            }
+            if frontiers.iter().all(|f| f.is_empty()) {
+                if let Some(mut c) = checkpointer.take() {
+                    if let Err(error) = c.finish(&()) {
+                        job.state.fail(error);
+                    }
+                }
+            }
+
             // Versions older than any record may still ask for can be merged away: records
             // still to come are accepted only at or after the stream frontier minus the
             // lateness, and the held ones at their own event time.
@@ -402,6 +589,7 @@ where
                     .next()
                     .copied()
                     .into_iter()
+                    .chain(stash.iter().flat_map(|(_, b)| b.iter().map(|(_, l)| l.event_time())))
                     .chain(stream_frontier.map(|f| f.saturating_sub(lateness)))
                     .min(),
                 // Reads accumulate everything; only a finished trace cannot be read.

@@ -334,19 +334,6 @@ pub fn route(hash: u64, peers: usize) -> usize {
     (if peers.is_power_of_two() { hash & (peers - 1) } else { hash % peers }) as usize
 }
 
-/// For a stateful operator that does not take part in checkpoints yet: fails a job that takes
-/// checkpoints at start-up (exit code 2), naming the operator, instead of letting a restore
-/// silently lose its state.
-pub fn unsupported(scope: &timely::dataflow::Scope<'_, Time>, operator: &str) {
-    let context = crate::flow::job_context(scope);
-    if context.checkpoints.is_some() && scope.index() == 0 {
-        context.state.fail(Error::Config(ConfigError::new(
-            "runtime.checkpoint.dir",
-            format!("operator `{operator}` does not take part in checkpoints yet; run this job without checkpoints"),
-        )));
-    }
-}
-
 /// Batches an operator holds back while a cut is pending (those at or after it), with the
 /// capabilities of their times.
 pub type Stash<D> = Vec<(timely::dataflow::operators::Capability<Time>, Vec<D>)>;
