@@ -162,8 +162,9 @@ where
 /// Makes a table take part in the job's checkpoints (if it takes any): an operator reading
 /// the arrangement saves, once its frontier has passed a checkpoint's cut, the table's
 /// versions below the cut as upserts, and on a restore hands them to the table's first
-/// operator. It holds the arrangement's compaction at the latest cut less the lookups'
-/// lateness, so that the versions a restored lookup may read are still there to save.
+/// operator. While a cut is pending it holds the arrangement's compaction below the cut less
+/// the lookups' lateness, so that the versions a restored lookup may read are still there to
+/// save.
 fn checkpoint_table<K, V>(
     arranged: &Arranged<'_, TableTrace<K, V>>,
     name: &str,
@@ -195,6 +196,7 @@ fn checkpoint_table<K, V>(
                 Err(error) => job.state.fail(error),
             }
         }
+        let mut compaction: Time = 0;
         move |frontiers| {
             // The batches are read through the trace; only the frontier matters.
             input.for_each(|_, data| data.clear());
@@ -206,14 +208,21 @@ fn checkpoint_table<K, V>(
                 checkpointer = None;
                 trace = None;
                 saved
-            } else if let Some(cut) = c.pending().filter(|&cut| !frontier.less_than(&cut)) {
-                let saved = c.save(&snapshot(t, cut));
-                let keep = Antichain::from_elem(cut.saturating_sub(history.get()));
-                t.set_logical_compaction(keep.borrow());
-                t.set_physical_compaction(keep.borrow());
-                saved
             } else {
-                Ok(())
+                let saved = match c.pending().filter(|&cut| !frontier.less_than(&cut)) {
+                    Some(cut) => c.save(&snapshot(t, cut)),
+                    None => Ok(()),
+                };
+                // A later cut lies above every time the sources have reached, so above this
+                // frontier: while no cut waits, versions the lookups can no longer read from
+                // here on (older than the frontier less their lateness) can go.
+                let bound = frontier.first().map(|f| f.saturating_sub(history.get()));
+                if let (None, Some(bound)) = (c.pending(), bound.filter(|&b| b > compaction)) {
+                    compaction = bound;
+                    t.set_logical_compaction(Antichain::from_elem(bound).borrow());
+                    t.set_physical_compaction(Antichain::from_elem(bound).borrow());
+                }
+                saved
             };
             if let Err(error) = saved {
                 job.state.fail(error);
