@@ -47,10 +47,12 @@ fn metrics_are_served_while_the_job_runs_and_match_its_output() {
             .sum()
     };
     // Every key series moves: records in and out, the sink operator's input (published
-    // every 250 ms), the latency histogram.
+    // every 250 ms), the latency histogram, and the sink's bytes (the file sink counts them
+    // when it flushes, on a frontier advance: later than its records).
     let moved = |body: &str| {
         total(body, "tributary_source_records_total") > 0
             && total(body, "tributary_sink_records_total") > 0
+            && total(body, "tributary_sink_bytes_total") > 0
             && sink_in(body) > 0
             && total(body, "tributary_sink_latency_seconds_count") > 0
     };
