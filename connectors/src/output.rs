@@ -88,7 +88,7 @@ pub enum AnyWriter<D> {
     /// See [`ParquetWriter`].
     Parquet(Box<ParquetWriter<D, LocalStore>>),
     /// See [`KafkaWriter`].
-    Kafka(KafkaWriter<D>),
+    Kafka(Box<KafkaWriter<D>>),
     /// See [`DiscardWriter`].
     Discard(DiscardWriter),
 }
@@ -111,7 +111,7 @@ impl<D: Serialize + 'static> Sink<D> for AnySink<D> {
             AnySink::Stdout(s) => AnyWriter::Stdout(s.writer(ctx)?),
             AnySink::File(s) => AnyWriter::File(s.writer(ctx)?),
             AnySink::Parquet(s) => AnyWriter::Parquet(Box::new(s.writer(ctx)?)),
-            AnySink::Kafka(s) => AnyWriter::Kafka(s.writer(ctx)?),
+            AnySink::Kafka(s) => AnyWriter::Kafka(Box::new(s.writer(ctx)?)),
             AnySink::Discard(s) => AnyWriter::Discard(s.writer(ctx)?),
         })
     }
@@ -127,7 +127,10 @@ macro_rules! each {
                 let $w = &mut **boxed;
                 $call
             }
-            AnyWriter::Kafka($w) => $call,
+            AnyWriter::Kafka(boxed) => {
+                let $w = &mut **boxed;
+                $call
+            }
             AnyWriter::Discard($w) => $call,
         }
     };

@@ -26,6 +26,12 @@ pub struct SinkContext {
     /// Whether the job takes checkpoints: output then becomes visible only through
     /// [`SinkWriter::commit`].
     pub checkpointed: bool,
+    /// The job's identity: its checkpoint id (`runtime.checkpoint.job_id`) when it takes
+    /// checkpoints, its name otherwise. Stable over restarts.
+    pub job: String,
+    /// The number of this run's first checkpoint: 1 on a fresh start, one more than the
+    /// checkpoint restored from otherwise (0 without checkpoints).
+    pub first_checkpoint: u64,
 }
 
 impl SinkContext {
@@ -118,13 +124,15 @@ pub trait SinkExt<D> {
 impl<D: Data> SinkExt<D> for Events<'_, D> {
     fn sink_to<S: Sink<D>>(self, sink: &S) {
         let scope = self.scope();
+        let job = job_context(&scope);
         let ctx = SinkContext {
             name: sink.name().to_owned(),
             worker_index: scope.index(),
             workers: scope.peers(),
-            checkpointed: job_context(&scope).checkpoints.is_some(),
+            checkpointed: job.checkpoints.is_some(),
+            job: job.checkpoints.as_ref().map_or(&*job.name, |c| c.job()).to_owned(),
+            first_checkpoint: job.checkpoints.as_ref().map_or(0, |c| c.first_id()),
         };
-        let job = job_context(&scope);
         let labels = [(m::SINK, ctx.name.clone()), (m::WORKER, ctx.worker_index.to_string())];
         let name = format!("sink:{}", ctx.name);
         let mut builder = OperatorBuilder::new(name.clone(), scope);

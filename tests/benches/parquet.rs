@@ -94,8 +94,14 @@ fn tributary(label: &str, data: &[Reading], configure: impl FnOnce(&mut ParquetS
     config.timestamp_columns = vec!["ts".into(), "ingested".into()];
     configure(&mut config);
     let sink = ParquetSink::<Reading>::new("bench", &config).expect("valid config");
-    let ctx =
-        SinkContext { name: "bench".into(), worker_index: 0, workers: 1, checkpointed: false };
+    let ctx = SinkContext {
+        name: "bench".into(),
+        worker_index: 0,
+        workers: 1,
+        checkpointed: false,
+        job: "test".into(),
+        first_checkpoint: 0,
+    };
     // The dataflow hands sinks owned batches of about a thousand records; copy them first.
     let mut batches: Vec<Vec<Reading>> = data.chunks(1024).map(<[Reading]>::to_vec).collect();
     let started = Instant::now();

@@ -486,3 +486,23 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
         ]
     );
 }
+
+#[test]
+fn exactly_once_on_a_broker_without_transactions_is_a_configuration_error() {
+    let tansu = Tansu::durable();
+    tansu.create_topic("readings", 1);
+    tansu.create_topic("stats", 1);
+    tansu.produce("readings", (0..1000).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    let mut args = kafka_args(&tansu, "readings", "stats");
+    let output = args.iter_mut().find(|a| a.contains("topic=\"stats\"")).expect("output");
+    *output = output.replace("topic=\"stats\"", "topic=\"stats\", delivery=\"exactly-once\"");
+
+    // Tansu 0.6 has no transactions: refused at start-up, naming the setting.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let checkpoints = format!("runtime.checkpoint.dir=\"{}\"", dir.path().display());
+    let out = run(&args, &["--set", &checkpoints]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("job.output.delivery") && stderr.contains("no EndTxn"), "{stderr}");
+    assert_eq!(tansu.count("stats"), 0);
+}

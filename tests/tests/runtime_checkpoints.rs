@@ -439,3 +439,107 @@ fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
     let committed = tansu.committed("crash", "readings", 2);
     assert_eq!(committed, Some(RECORDS as i64), "offsets committed by the last checkpoint");
 }
+
+/// librdkafka's mock cluster, served by the `mock-kafka` helper process until dropped.
+struct MockKafka {
+    process: std::process::Child,
+    address: String,
+}
+
+impl MockKafka {
+    fn start(topics: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_mock-kafka"))
+            .args(topics.iter().map(|t| format!("{t}:2")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mock-kafka runs");
+        let mut address = String::new();
+        let stdout = process.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout).read_line(&mut address).expect("the mock's address");
+        MockKafka { process, address: address.trim().to_owned() }
+    }
+
+    /// Every record value in `topic` (2 partitions), sorted. The mock shows records of
+    /// aborted transactions too: it keeps no transaction state.
+    fn values(&self, topic: &str) -> Vec<String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set("group.id", "check")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for p in 0..2 {
+            partitions.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("add");
+        }
+        consumer.assign(&partitions).expect("assign");
+        let (mut values, mut ended) = (Vec::new(), 0);
+        while ended < 2 {
+            match consumer.poll(Duration::from_secs(10)).expect("a record or the end in 10 s") {
+                Ok(m) => values.push(String::from_utf8_lossy(m.payload().expect("value")).into()),
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => ended += 1,
+                Err(e) => panic!("reading {topic}: {e}"),
+            }
+        }
+        values.sort_unstable();
+        values
+    }
+}
+
+impl Drop for MockKafka {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// `iot-stats` → Kafka with `delivery = "exactly-once"` on librdkafka's mock cluster: a
+/// transaction per checkpoint and worker, and restarts that commit what a kill left prepared.
+/// The mock checks every `EndTxn`'s transactional id, producer id and epoch (a restart's
+/// commit with anything but what the coordinator gave fails the job), but it keeps no
+/// transaction state, so aborted records stay visible: after kills this test can check that
+/// nothing is lost, not that nothing is duplicated.
+#[test]
+fn exactly_once_kafka_output_on_the_mock_cluster() {
+    let _alone = alone();
+    const JOB: &str = "iot-stats";
+    let mock = MockKafka::start(&["reference", "once", "crashed"]);
+    let job_args = |topic: &str, delivery: &str, chk: Option<&Path>, workers: usize| {
+        let output = format!(
+            "job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{topic}\", delivery=\"{delivery}\"}}",
+            mock.address
+        );
+        job_args(input(), output, chk, workers)
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    run_to_end(JOB, &job_args("reference", "at-least-once", None, 2));
+    let expected = mock.values("reference");
+    assert!(expected.len() > 100, "{} results", expected.len());
+
+    // Without a crash: checkpoints every 150 ms, each worker's output in one transaction per
+    // checkpoint, every result once.
+    run_to_end(JOB, &job_args("once", "exactly-once", Some(&dir.path().join("once")), 2));
+    assert_eq!(mock.values("once"), expected, "a crash-free exactly-once run");
+
+    // Killed five times, finished with one worker: every restart commits the transactions
+    // its checkpoint lists (the mock accepts only the right producer id and epoch).
+    let chk = dir.path().join("crashed");
+    let seed = 0x6d6f_636b_u64;
+    let args = job_args("crashed", "exactly-once", Some(&chk), 2);
+    let kills = crash_repeatedly(JOB, &args, &mut Moments(seed, 400), &chk, 5, 0);
+    assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
+    run_to_end(JOB, &job_args("crashed", "exactly-once", Some(&chk), 1));
+    let got = mock.values("crashed");
+    let missing: Vec<&String> = expected.iter().filter(|v| got.binary_search(v).is_err()).collect();
+    assert!(
+        missing.is_empty(),
+        "{} results lost, e.g. {:?} (seed {seed:#x})",
+        missing.len(),
+        missing.first()
+    );
+}

@@ -139,9 +139,33 @@ pub struct KafkaSinkConfig {
     /// How long the producer waits to fill a batch (librdkafka's `linger.ms`).
     #[serde(default = "default_linger")]
     pub linger: HumanDuration,
+    /// What a restart after a crash guarantees about the records in the topic.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// The start of the sink's `transactional.id`s (`<prefix>-<worker>-<n>`) with
+    /// `delivery = "exactly-once"`; defaults to `<job id>-<sink name>`. Two jobs writing at
+    /// the same time must not share it.
+    #[serde(default)]
+    pub transactional_id_prefix: Option<String>,
     /// Any librdkafka producer property; `enable.idempotence` is on unless set here.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// What a Kafka sink guarantees when the job restarts from a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every record is in the topic at least once: the records a job wrote after its latest
+    /// checkpoint are written again after a crash. An idempotent producer (no duplicates from
+    /// its own retries); works with any broker, Tansu included.
+    #[default]
+    AtLeastOnce,
+    /// Every record once, for consumers with `isolation.level = read_committed`: the records
+    /// of a checkpoint go in one Kafka transaction per worker, committed when the checkpoint
+    /// is complete (and by the restarted job if the process died first). Needs checkpoints
+    /// and a broker with transactions; output becomes visible once per checkpoint interval.
+    ExactlyOnce,
 }
 
 fn default_compression() -> String {
@@ -162,6 +186,8 @@ impl KafkaSinkConfig {
             key: KeyMode::Record,
             compression: default_compression(),
             linger: default_linger(),
+            delivery: Delivery::AtLeastOnce,
+            transactional_id_prefix: None,
             properties: BTreeMap::new(),
         }
     }

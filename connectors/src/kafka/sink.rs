@@ -1,8 +1,21 @@
-//! The Kafka sink: serialised records, keyed by the job, through an idempotent producer.
+//! The Kafka sink: serialised records, keyed by the job, through an idempotent producer or,
+//! with `delivery = "exactly-once"`, through one Kafka transaction per checkpoint.
 //!
 //! A record that cannot be delivered after librdkafka's own retries fails the job: the error
 //! is reported on the next write or at the end, never dropped. The producer is flushed when
 //! the input ends.
+//!
+//! **Exactly once** (two-phase commit, as Flink's Kafka sink): each worker writes the records
+//! up to a checkpoint's cut in a transaction of its own, `transactional.id` =
+//! `<prefix>-<worker>-<n>` where `n` is one more than the checkpoint before it (or the run's
+//! first checkpoint). At the checkpoint the transaction is flushed and its producer id and
+//! epoch saved (phase one); once the checkpoint is complete everywhere it is committed (phase
+//! two). Records after the cut go to the next transaction, with its own id, so a transaction
+//! id is only ever used for one checkpoint's records. A restarted job commits every
+//! transaction the restored checkpoint lists ([`super::txn::commit_prepared`]; committing a
+//! committed one again is harmless), then opens, and so aborts, the ids the crashed run may
+//! have left open after it (`n` = the checkpoint + 1 and + 2, for every old worker it takes
+//! over).
 //!
 //! **Changelog (upsert) mode**: with a key function and a tombstone predicate
 //! ([`KafkaSink::tombstones`]), a record the predicate marks as a deletion is sent as its key
@@ -18,14 +31,22 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientConfig;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tributary_runtime::checkpoint::{decode, encode};
 use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWriter, Time};
 
-use super::config::{KafkaSinkConfig, KeyMode};
+use super::config::{Delivery, KafkaSinkConfig, KeyMode};
+use super::txn::{commit_prepared, Prepared};
 use crate::file::Format;
 
 /// How long the sink waits for every record to be acknowledged at the end.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long transactional calls (init, commit, abort) may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a prepared transaction may stay open at the broker (librdkafka's
+/// `transaction.timeout.ms`, unless set in `properties`): a job down for longer loses the
+/// output of its latest checkpoint (the restart reports it). Kafka's default cap.
+const TXN_OPEN_FOR: &str = "900000";
 
 /// The key of a record in Kafka.
 pub type KeyFn<D> = Arc<dyn Fn(&D) -> Option<Vec<u8>> + Send + Sync>;
@@ -66,6 +87,28 @@ impl<D> KafkaSink<D> {
                 format!("`{}` does not exist on {}", config.topic, config.brokers),
             ));
         }
+        if config.properties.contains_key("transactional.id") {
+            return Err(ConfigError::new(
+                "properties.transactional.id",
+                "is set by the sink; use `transactional_id_prefix` with `delivery = \"exactly-once\"`",
+            ));
+        }
+        if config.transactional_id_prefix.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::new("transactional_id_prefix", "must not be empty"));
+        }
+        if config.delivery == Delivery::ExactlyOnce
+            && !super::txn::supported(&config.brokers)
+                .map_err(|e| ConfigError::new("brokers", e))?
+        {
+            return Err(ConfigError::new(
+                "delivery",
+                format!(
+                    "\"exactly-once\" needs Kafka transactions, which the broker at {} does not \
+                     offer (no EndTxn API): use \"at-least-once\"",
+                    config.brokers
+                ),
+            ));
+        }
         Ok(KafkaSink { name: name.to_owned(), config: config.clone(), key: None, tombstone: None })
     }
 
@@ -83,10 +126,12 @@ impl<D> KafkaSink<D> {
     }
 }
 
-/// Collects the first delivery failure reported by librdkafka's callbacks.
+/// Collects the first delivery failure reported by librdkafka's callbacks, and the producer id
+/// and epoch of a transactional producer (from librdkafka's statistics).
 #[derive(Default)]
 pub struct Deliveries {
     failure: Mutex<Option<String>>,
+    producer: Mutex<Option<(i64, i16)>>,
 }
 
 impl Deliveries {
@@ -98,6 +143,23 @@ impl Deliveries {
     fn take(&self) -> Option<String> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
+
+    fn producer(&self) -> Option<(i64, i16)> {
+        *self.producer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The part of librdkafka's statistics with the producer id (`eos`, see its STATISTICS.md).
+#[derive(Deserialize)]
+struct Stats {
+    eos: Option<Eos>,
+}
+
+#[derive(Deserialize)]
+struct Eos {
+    idemp_state: String,
+    producer_id: i64,
+    producer_epoch: i16,
 }
 
 impl ClientContext for Deliveries {
@@ -106,6 +168,15 @@ impl ClientContext for Deliveries {
             self.fail(format!("fatal producer error: {reason}"));
         } else {
             tracing::warn!(error = %error, reason, "Kafka producer error; retrying");
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Ok(Stats { eos: Some(eos) }) = serde_json::from_slice(statistics) {
+            if eos.idemp_state == "Assigned" && eos.producer_id >= 0 {
+                let id = Some((eos.producer_id, eos.producer_epoch));
+                *self.producer.lock().unwrap_or_else(|p| p.into_inner()) = id;
+            }
         }
     }
 }
@@ -133,19 +204,37 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
     }
 
     fn writer(&self, ctx: &SinkContext) -> Result<KafkaWriter<D>> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.config.brokers)
+        let exactly_once = self.config.delivery == Delivery::ExactlyOnce;
+        if exactly_once && !ctx.checkpointed {
+            return Err(Error::Config(ConfigError::new(
+                "delivery",
+                format!(
+                    "sink `{}`: \"exactly-once\" commits a transaction per checkpoint: set \
+                     runtime.checkpoint.dir, or use \"at-least-once\"",
+                    self.name
+                ),
+            )));
+        }
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.config.brokers)
             .set("enable.idempotence", "true")
             .set("compression.type", &self.config.compression)
             .set("linger.ms", self.config.linger.0.as_millis().to_string())
             .set("log_level", "3");
-        for (k, v) in &self.config.properties {
-            c.set(k, v);
+        if exactly_once {
+            // The producer id and epoch of a transaction come from the statistics.
+            client.set("statistics.interval.ms", "100");
+            client.set("transaction.timeout.ms", TXN_OPEN_FOR);
         }
-        let producer = c
-            .create_with_context(Deliveries::default())
-            .map_err(|e| Error::Sink { sink: self.name.clone(), reason: e.to_string() })?;
-        Ok(KafkaWriter {
+        for (k, v) in &self.config.properties {
+            client.set(k, v);
+        }
+        let prefix = match &self.config.transactional_id_prefix {
+            Some(prefix) => prefix.clone(),
+            None => format!("{}-{}", ctx.job, self.name),
+        };
+        let mut writer = KafkaWriter {
             name: self.name.clone(),
             topic: self.config.topic.clone(),
             format: self.config.format,
@@ -154,26 +243,200 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
                 KeyMode::None => None,
             },
             tombstone: self.tombstone.clone(),
-            producer: Some(producer),
             buf: Vec::new(),
             bytes: ctx.bytes_counter(),
             marker: PhantomData,
-        })
+            mode: Mode::AtLeastOnce(None),
+            txns: Transactions {
+                client,
+                prefix,
+                worker: ctx.worker_index,
+                workers: ctx.workers,
+                open: None,
+                prepared: Vec::new(),
+                next: ctx.first_checkpoint.max(1),
+            },
+        };
+        if !exactly_once {
+            let producer = writer.txns.client.create_with_context(Deliveries::default());
+            writer.mode = Mode::AtLeastOnce(Some(producer.map_err(|e| writer.error(e))?));
+        } else {
+            writer.mode = Mode::ExactlyOnce;
+        }
+        Ok(writer)
     }
 }
 
-/// One worker's producer.
+/// One worker's producer(s).
 pub struct KafkaWriter<D> {
     name: String,
     topic: String,
     format: Format,
     key: Option<KeyFn<D>>,
     tombstone: Option<TombstoneFn<D>>,
-    producer: Option<BaseProducer<Deliveries>>,
     buf: Vec<u8>,
     /// Keys and values handed to the producer.
     bytes: metrics::Counter,
     marker: PhantomData<fn(D)>,
+    mode: Mode,
+    /// The transactions of `delivery = "exactly-once"` (and the settings of any producer).
+    txns: Transactions,
+}
+
+enum Mode {
+    /// One idempotent producer for the whole run (`None` once the input has ended).
+    AtLeastOnce(Option<BaseProducer<Deliveries>>),
+    /// One transactional producer per checkpoint, in [`Transactions`].
+    ExactlyOnce,
+}
+
+/// A worker's Kafka transactions.
+struct Transactions {
+    /// Producer settings, without `transactional.id`.
+    client: ClientConfig,
+    prefix: String,
+    worker: usize,
+    workers: usize,
+    /// The transaction taking records, if any was written since the last checkpoint.
+    open: Option<Transaction>,
+    /// Transactions flushed for a checkpoint (its number first), awaiting its completion.
+    prepared: Vec<(u64, Transaction)>,
+    /// The number in the id of the next transaction.
+    next: u64,
+}
+
+/// One transaction and the producer that runs it.
+struct Transaction {
+    id: String,
+    producer: BaseProducer<Deliveries>,
+}
+
+/// What an exactly-once writer saves in a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    /// The worker that saved it.
+    worker: usize,
+    /// Transactions prepared and not known to be committed, oldest first.
+    prepared: Vec<Prepared>,
+}
+
+impl Transactions {
+    fn id(&self, worker: usize, n: u64) -> String {
+        format!("{}-{worker}-{n}", self.prefix)
+    }
+
+    /// A producer that owns transactional id `id`: fences every older producer of that id
+    /// and aborts the transaction such a producer left open.
+    fn producer(&self, id: &str) -> std::result::Result<BaseProducer<Deliveries>, String> {
+        let producer: BaseProducer<Deliveries> = self
+            .client
+            .clone()
+            .set("transactional.id", id)
+            .create_with_context(Deliveries::default())
+            .map_err(|e| e.to_string())?;
+        producer.init_transactions(TXN_TIMEOUT).map_err(|e| {
+            format!(
+                "transactional id `{id}`: {e} (does the broker support transactions? Tansu \
+                 does not: use delivery = \"at-least-once\")"
+            )
+        })?;
+        Ok(producer)
+    }
+
+    /// The open transaction, begun now if there is none.
+    fn open(&mut self) -> std::result::Result<&BaseProducer<Deliveries>, String> {
+        let txn = match self.open.take() {
+            Some(txn) => txn,
+            None => {
+                let id = self.id(self.worker, self.next);
+                let producer = self.producer(&id)?;
+                producer.begin_transaction().map_err(|e| format!("`{id}`: {e}"))?;
+                tracing::debug!(transaction = %id, "transaction begun");
+                Transaction { id, producer }
+            }
+        };
+        Ok(&self.open.insert(txn).producer)
+    }
+
+    /// Phase one: flushes the open transaction for checkpoint `checkpoint`; returns what
+    /// commits every transaction not yet known to be committed.
+    fn prepare(&mut self, checkpoint: u64) -> std::result::Result<Saved, String> {
+        if let Some(txn) = self.open.take() {
+            txn.producer.flush(FLUSH_TIMEOUT).map_err(|e| format!("`{}` flush: {e}", txn.id))?;
+            if let Some(reason) = txn.producer.context().take() {
+                return Err(reason);
+            }
+            self.prepared.push((checkpoint, txn));
+        }
+        self.next = checkpoint + 1;
+        let prepared = self.prepared.iter().map(|(_, t)| t.prepared()).collect::<Result<_, _>>()?;
+        Ok(Saved { worker: self.worker, prepared })
+    }
+
+    /// Phase two: commits the transactions of checkpoints up to `checkpoint`.
+    fn commit(&mut self, checkpoint: u64) -> std::result::Result<(), String> {
+        let done = self.prepared.iter().take_while(|(c, _)| *c <= checkpoint).count();
+        for (c, txn) in self.prepared.drain(..done) {
+            txn.producer
+                .commit_transaction(TXN_TIMEOUT)
+                .map_err(|e| format!("commit of `{}`: {e}", txn.id))?;
+            tracing::debug!(transaction = %txn.id, checkpoint = c, "transaction committed");
+        }
+        Ok(())
+    }
+
+    /// Aborts every transaction (the job stops without a last checkpoint; a restart writes
+    /// their records again).
+    fn abort(&mut self) {
+        let open = self.open.take().into_iter();
+        for txn in self.prepared.drain(..).map(|(_, t)| t).chain(open) {
+            if let Err(e) = txn.producer.abort_transaction(Duration::from_secs(5)) {
+                tracing::warn!(transaction = %txn.id, error = %e, "abort failed; the broker aborts it after transaction.timeout.ms, or a restart does");
+            }
+        }
+    }
+
+    /// Commits what the restored checkpoint's workers prepared (those this worker takes over)
+    /// and, with `abort_later`, aborts whatever they may have left open after it.
+    fn restore(
+        &mut self,
+        brokers: &str,
+        states: Vec<Vec<u8>>,
+        abort_later: bool,
+    ) -> std::result::Result<(), String> {
+        for state in states.iter().filter(|s| !s.is_empty()) {
+            let saved: Saved = decode(state).map_err(|e| e.to_string())?;
+            if saved.worker % self.workers != self.worker {
+                continue;
+            }
+            for txn in &saved.prepared {
+                commit_prepared(brokers, txn)?;
+                tracing::info!(transaction = %txn.id, "prepared transaction committed on restore");
+            }
+            // A run restored from this checkpoint names its transactions `next` and, once it
+            // has prepared that one, `next + 1`.
+            for n in [self.next, self.next + 1].into_iter().filter(|_| abort_later) {
+                drop(self.producer(&self.id(saved.worker, n))?);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Transaction {
+    /// Its id, producer id and epoch, waiting for librdkafka's statistics to tell them.
+    fn prepared(&self) -> std::result::Result<Prepared, String> {
+        let deadline = std::time::Instant::now() + TXN_TIMEOUT;
+        loop {
+            if let Some((producer_id, epoch)) = self.producer.context().producer() {
+                return Ok(Prepared { id: self.id.clone(), producer_id, epoch });
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("`{}`: librdkafka reported no producer id", self.id));
+            }
+            self.producer.poll(Duration::from_millis(20));
+        }
+    }
 }
 
 impl<D> KafkaWriter<D> {
@@ -181,8 +444,17 @@ impl<D> KafkaWriter<D> {
         Error::Sink { sink: self.name.clone(), reason: format!("topic `{}`: {reason}", self.topic) }
     }
 
+    /// Every producer with records in flight.
+    fn producers(&self) -> impl Iterator<Item = &BaseProducer<Deliveries>> {
+        let single = match &self.mode {
+            Mode::AtLeastOnce(p) => p.as_ref(),
+            Mode::ExactlyOnce => None,
+        };
+        single.into_iter().chain(self.txns.open.as_ref().map(|t| &t.producer))
+    }
+
     fn check(&self) -> Result<()> {
-        match self.producer.as_ref().and_then(|p| p.context().take()) {
+        match self.producers().find_map(|p| p.context().take()) {
             Some(reason) => Err(self.error(reason)),
             None => Ok(()),
         }
@@ -191,89 +463,310 @@ impl<D> KafkaWriter<D> {
 
 impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
     fn write(&mut self, records: &mut Vec<D>) -> Result<()> {
-        let Some(producer) = self.producer.as_ref() else { return Ok(()) };
-        let mut bytes = 0;
-        for record in records.drain(..) {
-            self.buf.clear();
-            let deletes = self.tombstone.as_ref().is_some_and(|t| t(&record));
-            let encoded = match self.format {
-                _ if deletes => Ok(()),
-                Format::Json => {
-                    serde_json::to_writer(&mut self.buf, &record).map_err(|e| e.to_string())
-                }
-                Format::Csv => {
-                    let mut w =
-                        csv::WriterBuilder::new().has_headers(false).from_writer(&mut self.buf);
-                    w.serialize(&record)
-                        .and_then(|()| w.flush().map_err(Into::into))
-                        .map_err(|e| e.to_string())
-                }
-            };
-            if let Err(e) = encoded {
-                return Err(Error::Sink { sink: self.name.clone(), reason: e });
-            }
-            if self.format == Format::Csv && self.buf.last() == Some(&b'\n') {
-                self.buf.pop();
-            }
-            let key = self.key.as_ref().and_then(|k| k(&record));
-            bytes += key.as_ref().map_or(0, |k| k.len()) + if deletes { 0 } else { self.buf.len() };
-            let mut message = BaseRecord::to(&self.topic);
-            if !deletes {
-                message = message.payload(&self.buf);
-            }
-            if let Some(key) = &key {
-                message = message.key(key);
-            }
-            loop {
-                match producer.send(message) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
-                        // The producer's queue is full: serve deliveries, then retry.
-                        message = m;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => {
-                        return Err(Error::Sink {
-                            sink: self.name.clone(),
-                            reason: format!("topic `{}`: {e}", self.topic),
-                        })
-                    }
-                }
-            }
+        if records.is_empty() {
+            return Ok(());
         }
+        let KafkaWriter { name, topic, format, key, tombstone, buf, mode, txns, .. } = self;
+        let format = *format;
+        let mut bytes = 0;
+        let result = (|| {
+            // The producer the records go to.
+            let producer = match mode {
+                Mode::AtLeastOnce(producer) => producer.as_ref(),
+                Mode::ExactlyOnce => Some(txns.open().map_err(|e| Error::Sink {
+                    sink: name.clone(),
+                    reason: format!("topic `{topic}`: {e}"),
+                })?),
+            };
+            let Some(producer) = producer else { return Ok(()) };
+            for record in records.drain(..) {
+                buf.clear();
+                let deletes = tombstone.as_ref().is_some_and(|t| t(&record));
+                let encoded = match format {
+                    _ if deletes => Ok(()),
+                    Format::Json => {
+                        serde_json::to_writer(&mut *buf, &record).map_err(|e| e.to_string())
+                    }
+                    Format::Csv => {
+                        let mut w =
+                            csv::WriterBuilder::new().has_headers(false).from_writer(&mut *buf);
+                        w.serialize(&record)
+                            .and_then(|()| w.flush().map_err(Into::into))
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                if let Err(e) = encoded {
+                    return Err(Error::Sink { sink: name.clone(), reason: e });
+                }
+                if format == Format::Csv && buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                let key = key.as_ref().and_then(|k| k(&record));
+                bytes += key.as_ref().map_or(0, |k| k.len()) + if deletes { 0 } else { buf.len() };
+                let mut message = BaseRecord::to(topic);
+                if !deletes {
+                    message = message.payload(&*buf);
+                }
+                if let Some(key) = &key {
+                    message = message.key(key);
+                }
+                loop {
+                    match producer.send(message) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
+                            // The producer's queue is full: serve deliveries, then retry.
+                            message = m;
+                            producer.poll(Duration::from_millis(10));
+                        }
+                        Err((e, _)) => {
+                            return Err(Error::Sink {
+                                sink: name.clone(),
+                                reason: format!("topic `{topic}`: {e}"),
+                            })
+                        }
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+            Ok(())
+        })();
         self.bytes.increment(bytes as u64);
-        producer.poll(Duration::ZERO);
+        result?;
         self.check()
     }
 
     fn progress(&mut self, frontier: Option<Time>) -> Result<()> {
-        if let Some(producer) = self.producer.as_ref() {
+        for producer in self.producers() {
             producer.poll(Duration::ZERO);
-            if frontier.is_none() {
-                producer.flush(FLUSH_TIMEOUT).map_err(|e| self.error(format!("flush: {e}")))?;
-                self.check()?;
-                self.producer = None;
-                return Ok(());
+        }
+        if let (Mode::AtLeastOnce(producer @ Some(_)), None) = (&mut self.mode, frontier) {
+            if let Some(p) = producer.take() {
+                let flushed = p.flush(FLUSH_TIMEOUT).map_err(|e| format!("flush: {e}"));
+                let failure = p.context().take();
+                if let Some(reason) = flushed.err().or(failure) {
+                    return Err(self.error(reason));
+                }
             }
         }
         self.check()
     }
 
-    /// At least once (Tansu has no transactions): every record of the checkpoint is
-    /// acknowledged by the broker before the checkpoint completes; records after the cut may
-    /// be written again after a restore (the idempotent producer removes only retries).
-    // todo(#7): a transactional mode (one transaction per checkpoint, committed on
-    // `commit`, `transactional.id` per sink worker) for exactly-once; tested on the mock
-    // cluster, since Tansu does not support transactions.
-    fn prepare(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
-        if let Some(producer) = self.producer.as_ref() {
-            producer.flush(FLUSH_TIMEOUT).map_err(|e| self.error(format!("flush: {e}")))?;
+    /// At least once: every record of the checkpoint is acknowledged by the broker before the
+    /// checkpoint completes; records after the cut may be written again after a restore (the
+    /// idempotent producer removes only retries). Exactly once: phase one of the two-phase
+    /// commit (see the module documentation).
+    fn prepare(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+        match &self.mode {
+            Mode::AtLeastOnce(producer) => {
+                if let Some(producer) = producer {
+                    producer.flush(FLUSH_TIMEOUT).map_err(|e| self.error(format!("flush: {e}")))?;
+                }
+                self.check()?;
+                Ok(Vec::new())
+            }
+            Mode::ExactlyOnce => {
+                let saved = self.txns.prepare(checkpoint).map_err(|e| self.error(e))?;
+                encode(&saved)
+            }
         }
-        self.check()?;
-        Ok(Vec::new())
     }
 
-    fn restore(&mut self, _prepared: Vec<Vec<u8>>) -> Result<()> {
-        Ok(())
+    fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        self.txns.commit(checkpoint).map_err(|e| self.error(e))
+    }
+
+    /// Commits the transactions the restored checkpoint lists (in either mode: a job may
+    /// switch from exactly once to at least once) and, exactly once, aborts the ones a crashed
+    /// run may have left open after it.
+    fn restore(&mut self, prepared: Vec<Vec<u8>>) -> Result<()> {
+        let brokers = self.txns.client.get("bootstrap.servers").unwrap_or_default().to_owned();
+        let exactly_once = matches!(self.mode, Mode::ExactlyOnce);
+        let result = self.txns.restore(&brokers, prepared, exactly_once);
+        result.map_err(|e| self.error(e))
+    }
+
+    fn discard(&mut self) {
+        self.txns.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Exactly-once against librdkafka's mock cluster. The mock speaks the transactional
+    //! protocol and checks producer ids and epochs, but keeps no transaction state: a
+    //! `read_committed` consumer sees aborted records too. So these tests check what the sink
+    //! sends (one transaction per checkpoint, commits, the restore's `EndTxn` with the
+    //! producer id and epoch the coordinator gave), not what consumers would see.
+
+    use std::collections::BTreeMap;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::TopicPartitionList;
+
+    use super::*;
+
+    type Mock = MockCluster<'static, DefaultProducerContext>;
+
+    fn mock() -> Mock {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("out", 2, 1).expect("topic");
+        mock
+    }
+
+    fn context(worker_index: usize, workers: usize, first_checkpoint: u64) -> SinkContext {
+        SinkContext {
+            name: "out".into(),
+            worker_index,
+            workers,
+            checkpointed: true,
+            job: "job".into(),
+            first_checkpoint,
+        }
+    }
+
+    fn config(mock: &Mock) -> KafkaSinkConfig {
+        let mut config = KafkaSinkConfig::new(mock.bootstrap_servers(), "out");
+        config.delivery = Delivery::ExactlyOnce;
+        config
+    }
+
+    fn writer(mock: &Mock, ctx: &SinkContext) -> KafkaWriter<u64> {
+        let sink = KafkaSink::new("out", &config(mock))
+            .expect("sink")
+            .keyed(|r: &u64| Some(r.to_be_bytes().to_vec()));
+        sink.writer(ctx).expect("writer")
+    }
+
+    fn saved(bytes: &[u8]) -> Saved {
+        decode(bytes).expect("saved state")
+    }
+
+    /// Every record in the topic (the mock has no transaction markers to hide any).
+    fn records(mock: &Mock) -> Vec<u64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "check")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("consumer");
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..2 {
+            partitions
+                .add_partition_offset("out", p, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&partitions).expect("assign");
+        let (mut out, mut ended) = (Vec::new(), 0);
+        while ended < 2 {
+            match consumer.poll(Duration::from_secs(10)).expect("a record before the timeout") {
+                Ok(m) => {
+                    out.push(serde_json::from_slice(m.payload().expect("value")).expect("u64"))
+                }
+                Err(KafkaError::PartitionEOF(_)) => ended += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn each_checkpoint_gets_its_own_transaction_committed_when_complete() {
+        let mock = mock();
+        let mut w = writer(&mock, &context(0, 2, 1));
+        w.write(&mut (1..=10).collect()).expect("write");
+        let first = saved(&w.prepare(1).expect("prepare 1"));
+        assert_eq!(first.worker, 0);
+        assert_eq!(first.prepared.len(), 1);
+        assert_eq!(first.prepared[0].id, "job-out-0-1");
+        assert!(first.prepared[0].producer_id >= 0, "{first:?}");
+        // Records after the cut, before checkpoint 1 is complete: the next transaction.
+        w.write(&mut (11..=15).collect()).expect("write");
+        assert_eq!(w.txns.open.as_ref().map(|t| t.id.as_str()), Some("job-out-0-2"));
+        w.commit(1).expect("commit 1");
+        assert!(w.txns.prepared.is_empty());
+        let second = saved(&w.prepare(2).expect("prepare 2"));
+        assert_eq!(
+            second.prepared.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["job-out-0-2"]
+        );
+        // A checkpoint without records opens no transaction, and lists none once committed.
+        w.commit(2).expect("commit 2");
+        assert!(saved(&w.prepare(3).expect("prepare 3")).prepared.is_empty());
+        assert_eq!(records(&mock), (1..=15).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_checkpoint_prepared_before_the_last_commit_lists_both_transactions() {
+        let mock = mock();
+        let mut w = writer(&mock, &context(0, 1, 4));
+        w.write(&mut vec![1]).expect("write");
+        w.prepare(4).expect("prepare 4");
+        w.write(&mut vec![2]).expect("write");
+        let ids: Vec<_> =
+            saved(&w.prepare(5).expect("prepare 5")).prepared.into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["job-out-0-4", "job-out-0-5"]);
+        w.commit(5).expect("commit both");
+        assert!(w.txns.prepared.is_empty());
+    }
+
+    #[test]
+    fn a_restart_commits_the_transaction_a_crash_left_prepared() {
+        let mock = mock();
+        let mut crashed = writer(&mock, &context(1, 2, 1));
+        crashed.write(&mut (1..=5).collect()).expect("write");
+        let state = crashed.prepare(1).expect("prepare");
+        let prepared = saved(&state).prepared.remove(0);
+        // The process dies before the checkpoint's commit reaches the broker.
+        std::mem::forget(crashed);
+
+        // The mock's EndTxn checks the transactional id, producer id and epoch: a commit
+        // with what the coordinator gave succeeds, anything else is refused.
+        let brokers = mock.bootstrap_servers();
+        let mut wrong = prepared.clone();
+        wrong.epoch += 1;
+        let refused = commit_prepared(&brokers, &wrong).expect_err("a wrong epoch is refused");
+        assert!(refused.contains("InvalidProducerEpoch"), "{refused}");
+        let mut unknown = prepared.clone();
+        unknown.producer_id += 1;
+        assert!(commit_prepared(&brokers, &unknown).is_err());
+
+        // Rescaled to one worker, which takes over worker 1's transactions.
+        let mut restarted = writer(&mock, &context(0, 1, 2));
+        restarted.restore(vec![Vec::new(), state]).expect("restore commits it");
+        assert_eq!(records(&mock), (1..=5).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_commit_fails_the_sink() {
+        let mock = mock();
+        let mut w = writer(&mock, &context(0, 1, 1));
+        w.write(&mut vec![1, 2]).expect("write");
+        w.prepare(1).expect("prepare");
+        mock.request_errors(
+            RDKafkaApiKey::EndTxn,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE],
+        );
+        let error = w.commit(1).expect_err("the commit fails").to_string();
+        assert!(error.contains("commit of `job-out-0-1`"), "{error}");
+    }
+
+    #[test]
+    fn exactly_once_needs_checkpoints_and_owns_the_transactional_id() {
+        let mock = mock();
+        let sink = KafkaSink::<u64>::new("out", &config(&mock)).expect("sink");
+        let unchecked = SinkContext { checkpointed: false, ..context(0, 1, 0) };
+        match sink.writer(&unchecked) {
+            Err(Error::Config(e)) => assert!(e.to_string().contains("delivery"), "{e}"),
+            other => panic!("expected a config error, got {:?}", other.err()),
+        }
+        let mut config = config(&mock);
+        config.properties = BTreeMap::from([("transactional.id".into(), "mine".into())]);
+        let e = KafkaSink::<u64>::new("out", &config).err().expect("refused");
+        assert!(e.to_string().contains("properties.transactional.id"), "{e}");
     }
 }

@@ -489,7 +489,14 @@ mod tests {
     }
 
     fn context() -> SinkContext {
-        SinkContext { name: "test".into(), worker_index: 1, workers: 2, checkpointed: false }
+        SinkContext {
+            name: "test".into(),
+            worker_index: 1,
+            workers: 2,
+            checkpointed: false,
+            job: "test".into(),
+            first_checkpoint: 0,
+        }
     }
 
     /// Every visible `.parquet` file under `dir` with its row count, and the hidden files.

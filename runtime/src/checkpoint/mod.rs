@@ -222,8 +222,13 @@ impl Checkpoints {
         &self.slots[worker - self.first_worker]
     }
 
-    /// The number the next checkpoint of this run gets.
-    pub(crate) fn first_id(&self) -> u64 {
+    /// The job id the checkpoints are kept under.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// The number of this run's first checkpoint (one more than the one restored from).
+    pub fn first_id(&self) -> u64 {
         self.restored().map_or(1, |m| m.id + 1)
     }
 
