@@ -234,7 +234,15 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
             Some(prefix) => prefix.clone(),
             None => format!("{}-{}", ctx.job, self.name),
         };
-        let mut writer = KafkaWriter {
+        let mode = if exactly_once {
+            Mode::ExactlyOnce
+        } else {
+            let producer = client.create_with_context(Deliveries::default()).map_err(|e| {
+                Error::Sink { sink: self.name.clone(), reason: format!("producer: {e}") }
+            })?;
+            Mode::AtLeastOnce(Some(producer))
+        };
+        Ok(KafkaWriter {
             name: self.name.clone(),
             topic: self.config.topic.clone(),
             format: self.config.format,
@@ -246,7 +254,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
             buf: Vec::new(),
             bytes: ctx.bytes_counter(),
             marker: PhantomData,
-            mode: Mode::AtLeastOnce(None),
+            mode,
             txns: Transactions {
                 client,
                 prefix,
@@ -256,14 +264,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
                 prepared: Vec::new(),
                 next: ctx.first_checkpoint.max(1),
             },
-        };
-        if !exactly_once {
-            let producer = writer.txns.client.create_with_context(Deliveries::default());
-            writer.mode = Mode::AtLeastOnce(Some(producer.map_err(|e| writer.error(e))?));
-        } else {
-            writer.mode = Mode::ExactlyOnce;
-        }
-        Ok(writer)
+        })
     }
 }
 
