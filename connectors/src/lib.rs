@@ -11,7 +11,9 @@ pub mod input;
 pub mod kafka;
 pub mod output;
 pub mod parquet;
+mod replay;
 pub mod stdout;
+pub mod store;
 
 pub use discard::DiscardSink;
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};

@@ -250,6 +250,73 @@ impl<D> Emitter<'_, D> {
     }
 }
 
+/// What one [`poll_once`] of a reader produced.
+#[derive(Debug)]
+pub struct Polled<D> {
+    /// The reader's answer.
+    pub poll: Poll,
+    /// The records emitted, with the timely time each was sent at, grouped by time.
+    pub records: Vec<(Time, D)>,
+    /// For each record, whether [`Emitter::emit`] reported it at or after the cut.
+    pub after_cut: Vec<bool>,
+    /// The dead letters.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The watermark the reader promised, if it advanced one.
+    pub watermark: Option<EventTime>,
+}
+
+/// Polls `reader` once outside a dataflow, as the source driver does, so that a reader's
+/// checkpoint and restore logic can be tested alone: at most `room` records, with `cut` as the
+/// pending checkpoint's cut (`None`: no checkpoint pending).
+///
+/// # Examples
+/// ```
+/// use tributary_runtime::source::{poll_once, Poll, SourceReader};
+/// use tributary_runtime::{Emitter, Granularity, Result};
+///
+/// struct Three;
+/// impl SourceReader for Three {
+///     type Item = u64;
+///     fn poll(&mut self, out: &mut Emitter<'_, u64>) -> Result<Poll> {
+///         for t in [100, 250, 300] {
+///             out.emit(t, t);
+///         }
+///         Ok(Poll::Done)
+///     }
+/// }
+///
+/// let polled = poll_once(&mut Three, 10, Granularity::DEFAULT, Some(200)).unwrap();
+/// assert_eq!(polled.records, vec![(100, 100), (200, 250), (300, 300)]);
+/// assert_eq!(polled.after_cut, vec![false, true, true]);
+/// ```
+pub fn poll_once<R: SourceReader>(
+    reader: &mut R,
+    room: usize,
+    granularity: Granularity,
+    cut: Option<Time>,
+) -> Result<Polled<R::Item>> {
+    let mut buckets = Buckets::new();
+    let mut dead_letters = Vec::new();
+    let mut out = Emitter {
+        floor: 0,
+        granularity,
+        buckets: &mut buckets,
+        dead_letters: &mut dead_letters,
+        watermark: None,
+        room,
+        emitted: 0,
+        bytes: 0,
+        cut: cut.unwrap_or(Time::MAX),
+    };
+    let poll = reader.poll(&mut out)?;
+    let watermark = out.watermark;
+    let cut = out.cut;
+    let mut records = Vec::new();
+    buckets.drain(|time, batch| records.extend(batch.drain(..).map(|d| (time, d))));
+    let after_cut = records.iter().map(|(time, _)| *time >= cut).collect();
+    Ok(Polled { poll, records, after_cut, dead_letters, watermark })
+}
+
 /// Records per activation before the driver yields to other operators.
 const BATCH: usize = 8192;
 /// Polls per activation at most.
@@ -352,10 +419,14 @@ impl<'scope> Flow<'scope> {
                 } else if throttle.holds() {
                     d.set_throttled(true).map(|()| Poll::Pending(PAUSE_WAIT))
                 } else {
-                    let others =
-                        active_minimum(&boards.borrow(), mine, d.ctx.worker_index, d.ctx.workers);
+                    let (others, idle) = {
+                        let boards = boards.borrow();
+                        let me = d.ctx.worker_index;
+                        let others = active_minimum(&boards, mine, me, d.ctx.workers);
+                        (others, boards[mine].idle_maximum(me))
+                    };
                     d.set_throttled(false)
-                        .and_then(|()| d.activate(others, &mut ok_output, &mut err_output))
+                        .and_then(|()| d.activate(others, idle, &mut ok_output, &mut err_output))
                 };
                 d.report(matches!(outcome, Ok(Poll::Done)));
                 let outcome =
@@ -420,6 +491,17 @@ impl Board {
                 Some((wm, idle)) => (!idle && wm != Time::MAX).then_some(wm),
             })
             .min()
+    }
+
+    /// The largest watermark among the idle (not finished) workers, leaving out `me`.
+    fn idle_maximum(&self, me: usize) -> Option<Time> {
+        (self.reports.iter().enumerate())
+            .filter(|&(w, _)| w != me)
+            .filter_map(|(_, report)| match *report {
+                Some((wm, true)) if wm != Time::MAX => Some(wm),
+                _ => None,
+            })
+            .max()
     }
 }
 
@@ -612,10 +694,12 @@ where
     }
 
     /// One activation: unless alignment pauses this worker, polls the reader and sends what
-    /// it emitted; then applies idleness.
+    /// it emitted; then applies idleness. `others` is the slowest active worker of any of the
+    /// job's sources, `idle_peers` the highest watermark of this source's idle workers.
     fn activate(
         &mut self,
         others: Option<Time>,
+        idle_peers: Option<Time>,
         ok: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<R::Item>>>,
         err: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<DeadLetter>>>,
     ) -> Result<Poll> {
@@ -638,11 +722,19 @@ where
             // Idle: follow the slowest active worker instead of holding the watermark back.
             self.all_idle_since = None;
             self.caps.advance(self.granularity.quantize(slowest));
-        } else if self.watermarks.idle_advance {
-            // Every worker is idle: let event time advance with processing time.
-            let (since, from) = *self.all_idle_since.get_or_insert((now, *self.caps.ok.time()));
-            let target = from.saturating_add(millis(now - since));
-            self.caps.advance(self.granularity.quantize(target));
+        } else {
+            // Every worker is idle: the source's watermark is the highest of theirs (Flink's
+            // rule too), or a worker that went idle before the last active one reported its
+            // progress would hold the job back for good.
+            if let Some(highest) = idle_peers {
+                self.caps.advance(self.granularity.quantize(highest));
+            }
+            if self.watermarks.idle_advance {
+                // Let event time advance with processing time.
+                let (since, from) = *self.all_idle_since.get_or_insert((now, *self.caps.ok.time()));
+                let target = from.saturating_add(millis(now - since));
+                self.caps.advance(self.granularity.quantize(target));
+            }
         }
         let lag = crate::time::now_event_time().saturating_sub(*self.caps.ok.time());
         self.watermark_lag.set(lag as f64 / 1e3);
@@ -798,6 +890,19 @@ pub fn source_error(ctx: &SourceContext, reason: impl std::fmt::Display) -> Erro
 mod tests {
     use super::*;
     use timely::dataflow::operators::capture::{Capture, Extract};
+
+    /// When every worker of a source is idle, each follows the highest idle watermark, so a
+    /// worker that went quiet before its busy peer's last report does not hold the job back.
+    #[test]
+    fn idle_workers_follow_the_highest_idle_watermark() {
+        let mut board = Board::default();
+        board.update([(0, 9_900, true), (1, 0, true), (2, Time::MAX, false)].into_iter());
+        assert_eq!(board.active_minimum(Some(1), 3), None, "nobody active");
+        assert_eq!(board.idle_maximum(1), Some(9_900));
+        assert_eq!(board.idle_maximum(0), Some(0), "finished workers do not count");
+        board.update([(0, 9_900, false)].into_iter());
+        assert_eq!(board.active_minimum(Some(1), 3), Some(9_900));
+    }
 
     #[test]
     fn buckets_group_out_of_order_records_by_time_in_arrival_order() {

@@ -543,3 +543,92 @@ fn exactly_once_kafka_output_on_the_mock_cluster() {
         missing.first()
     );
 }
+
+/// Files in, files out: `iot-stats` over a directory of readings (a JSON-lines file read in
+/// byte ranges by both workers, then a CSV file; a few broken lines), replayed at 100 000
+/// lines a second, into CSV files; killed at random moments with 2 workers and finished with
+/// 1: the same rows as a crash-free run, each once.
+#[test]
+fn file_source_to_file_sink_killed_at_random_moments_is_exactly_once() {
+    let _alone = alone();
+    const JOB: &str = "iot-stats";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("readings");
+    write_reading_files(&input);
+    let job_args = |out: &Path, chk: Option<&Path>, workers: usize| {
+        let input = format!(
+            "job.input={{ kind = \"file\", path = \"{}\", split_size = 4000000, \
+             max_out_of_orderness = \"2s\", rate = 100000 }}",
+            input.display()
+        );
+        let output = format!(
+            "job.output={{ kind = \"file\", path = \"{}\", format = \"csv\" }}",
+            out.display()
+        );
+        job_args(vec!["--set".into(), input], output, chk, workers)
+    };
+    let reference = dir.path().join("reference");
+    run_to_end(JOB, &job_args(&reference, None, 2));
+    let expected = csv_rows(&reference);
+    assert!(expected.len() > 400, "{} rows", expected.len());
+
+    let (out, chk) = (dir.path().join("out"), dir.path().join("chk"));
+    let seed = 0xf11e_5eed_u64;
+    let args = job_args(&out, Some(&chk), 2);
+    let kills = crash_repeatedly(JOB, &args, &mut Moments(seed, 400), &chk, 5, 0);
+    assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
+    run_to_end(JOB, &job_args(&out, Some(&chk), 1));
+    assert_same_rows(&csv_rows(&out), &expected, &format!("after {kills} kills (seed {seed:#x})"));
+    let hidden = std::fs::read_dir(&out)
+        .expect("output")
+        .filter(|e| e.as_ref().expect("entry").file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(hidden, 0, "no hidden file is left once the job has finished");
+}
+
+/// 300 000 readings of 50 devices, one every 2 ms of event time, up to 2 s out of order:
+/// the first 200 000 as JSON lines in `a.jsonl` (with two broken lines), the rest as CSV in
+/// `b.csv`.
+fn write_reading_files(dir: &Path) {
+    use std::fmt::Write;
+    std::fs::create_dir_all(dir).expect("input directory");
+    let reading = |n: u64| {
+        let device = n % 50;
+        let ts = BASE_TS + n * 2 + (n * 7919) % 2000;
+        (device, device % 5, (n % 7) as f64 + 0.5, ts)
+    };
+    let mut json = String::new();
+    for n in 0..200_000 {
+        if n == 777 || n == 150_001 {
+            json.push_str("{\"device\": broken\n");
+        }
+        let (device, site, value, ts) = reading(n);
+        writeln!(
+            json,
+            r#"{{"device":{device},"site":{site},"sensor":"humidity","value":{value},"ts":{ts}}}"#
+        )
+        .expect("formatting");
+    }
+    std::fs::write(dir.join("a.jsonl"), json).expect("write a.jsonl");
+    let mut csv = String::from("device,site,sensor,value,ts\n");
+    for n in 200_000..300_000 {
+        let (device, site, value, ts) = reading(n);
+        writeln!(csv, "{device},{site},humidity,{value},{ts}").expect("formatting");
+    }
+    std::fs::write(dir.join("b.csv"), csv).expect("write b.csv");
+}
+
+/// Every data line of the visible CSV files in `dir`, sorted, as JSON strings.
+fn csv_rows(dir: &Path) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output directory") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("a name").to_string_lossy().into_owned();
+        if name.starts_with("part-") && name.ends_with(".csv") {
+            let text = std::fs::read_to_string(&path).expect("read output");
+            rows.extend(text.lines().skip(1).map(|l| Value::String(l.to_owned())));
+        }
+    }
+    rows.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    rows
+}

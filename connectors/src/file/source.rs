@@ -2,24 +2,37 @@
 //!
 //! Files are listed once, before the workers start. Each file is a unit of work; JSON-lines
 //! files larger than `split_size` (default [`SPLIT_BYTES`]) are cut into byte ranges (a line
-//! belongs to the range it starts in). Units go round-robin to workers. A line that cannot be decoded becomes a dead
-//! letter naming `file:line`; the good lines flow on.
+//! belongs to the range it starts in). Units go round-robin to workers. A line that cannot be
+//! decoded becomes a dead letter naming `file:line`; the good lines flow on. With `rate`, the
+//! files are replayed at that many lines a second (over all workers).
+//!
+//! **Checkpoints**: a unit's position is the byte (and line, and CSV record number) of the
+//! first record at or after the checkpoint's cut, and the byte reached; a restore seeks there
+//! and re-emits, up to the byte reached, only the records at or after the cut (the protocol
+//! of `docs/architecture.md`, "Checkpoints"). Units are matched by file path and first byte,
+//! so a restore with another worker count works; files added to a directory since are read
+//! from the start. A checkpointed file that is shorter than its position, or gone while not
+//! read to its end, fails the restore naming it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tributary_runtime::checkpoint::{decode, encode};
+use tributary_runtime::source::Cut;
 use tributary_runtime::time::millis;
 use tributary_runtime::{
     ConfigError, Data, DeadLetter, Emitter, Error, EventTime, HumanDuration, Poll, Result, Source,
-    SourceContext, SourceReader, Timestamped,
+    SourceContext, SourceReader, Time, Timestamped,
 };
 
 use super::Format;
+use crate::replay::Replay;
 
 /// JSON-lines files above this size are read by several workers in parallel.
 pub const SPLIT_BYTES: u64 = 64 << 20;
@@ -44,6 +57,10 @@ pub struct FileSourceConfig {
     /// JSON lines only: files larger than this many bytes are read by several workers.
     #[serde(default = "split_bytes")]
     pub split_size: u64,
+    /// Replays the files at most this many lines a second over all workers (a recording
+    /// at its original pace, say); as fast as possible when absent.
+    #[serde(default)]
+    pub rate: Option<f64>,
 }
 
 fn split_bytes() -> u64 {
@@ -63,6 +80,7 @@ impl FileSourceConfig {
             max_out_of_orderness: None,
             header: true,
             split_size: SPLIT_BYTES,
+            rate: None,
         }
     }
 }
@@ -79,9 +97,10 @@ struct Unit {
 pub struct FileSource<D> {
     name: String,
     files: Arc<[(PathBuf, Format)]>,
-    units: Vec<Unit>,
+    units: Arc<[Unit]>,
     lateness: u64,
     header: bool,
+    rate: Option<f64>,
     marker: PhantomData<fn() -> D>,
 }
 
@@ -91,6 +110,9 @@ impl<D> FileSource<D> {
         let path = &config.path;
         if config.split_size == 0 {
             return Err(ConfigError::new("split_size", "must be at least 1"));
+        }
+        if config.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(ConfigError::new("rate", "must be a positive number of records a second"));
         }
         let meta = std::fs::metadata(path)
             .map_err(|e| ConfigError::new("path", format!("`{}`: {e}", path.display())))?;
@@ -137,9 +159,10 @@ impl<D> FileSource<D> {
         Ok(FileSource {
             name: name.to_owned(),
             files: files.into(),
-            units,
+            units: units.into(),
             lateness: config.max_out_of_orderness.map_or(0, |d| millis(d.0)),
             header: config.header,
+            rate: config.rate,
             marker: PhantomData,
         })
     }
@@ -154,117 +177,431 @@ impl<D: Data + DeserializeOwned + Timestamped> Source for FileSource<D> {
     }
 
     fn reader(&self, ctx: &SourceContext) -> Result<FileReader<D>> {
-        let mine = self
-            .units
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % ctx.workers == ctx.worker_index)
-            .map(|(_, u)| u.clone())
-            .rev()
-            .collect();
+        let mine = (0..self.units.len()).filter(|i| i % ctx.workers == ctx.worker_index).rev();
         Ok(FileReader {
             name: self.name.clone(),
             files: Arc::clone(&self.files),
-            todo: mine,
+            units: Arc::clone(&self.units),
+            todo: mine.map(|unit| Todo { unit, resume: None }).collect(),
             open: None,
+            done: Vec::new(),
             lateness: self.lateness,
             header: self.header,
             max_seen: None,
+            rate: self.rate.map(|r| Rate::new(r / ctx.workers as f64)),
             marker: PhantomData,
         })
     }
 }
 
+/// A place in a file: the first byte of a line or CSV record, its line number, and (CSV) its
+/// record number, which is what a CSV reader needs to continue there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Pos {
+    byte: u64,
+    line: u64,
+    record: u64,
+}
+
+impl From<&csv::Position> for Pos {
+    fn from(p: &csv::Position) -> Pos {
+        Pos { byte: p.byte(), line: p.line(), record: p.record() }
+    }
+}
+
+impl From<Pos> for csv::Position {
+    fn from(p: Pos) -> csv::Position {
+        let mut position = csv::Position::new();
+        position.set_byte(p.byte).set_line(p.line).set_record(p.record);
+        position
+    }
+}
+
+/// One unit's position in a checkpoint (a unit not listed was not started).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Position {
+    /// The file and the unit's first byte: which unit this is.
+    path: PathBuf,
+    start: u64,
+    /// Where a restart reads from.
+    from: Pos,
+    /// Records from `from` up to this byte were read before the cut and are filtered on replay.
+    next: u64,
+    /// Spans past `next` that the run taking this checkpoint was still re-reading after a
+    /// restore of its own: `(until, cut)`, see [`Replay`].
+    older: Vec<(u64, Time)>,
+    /// The unit was read to its end.
+    done: bool,
+}
+
+/// A unit not opened yet, and where to start it after a restore.
+#[derive(Debug)]
+struct Todo {
+    unit: usize,
+    resume: Option<(Position, Replay<u64>)>,
+}
+
 /// The unit being read.
+struct Reading {
+    unit: usize,
+    track: Track,
+    open: Open,
+}
+
+/// What a unit being read keeps track of for checkpoints.
+struct Track {
+    path: Arc<str>,
+    /// The first record emitted at or after a pending checkpoint's cut.
+    after_cut: Option<Pos>,
+    /// After a restore: the spans re-read that runs before read already, by byte.
+    replay: Replay<u64>,
+}
+
 enum Open {
-    Lines { path: Arc<str>, reader: BufReader<File>, pos: u64, end: u64, line: u64, buf: Vec<u8> },
-    Csv { path: Arc<str>, reader: Box<csv::Reader<File>>, headers: csv::ByteRecord },
+    Lines(Lines),
+    Csv { reader: Box<csv::Reader<File>>, headers: csv::ByteRecord },
+}
+
+/// A JSON-lines range being read: the next line starts at byte `pos` and is line `line`.
+struct Lines {
+    reader: BufReader<File>,
+    pos: u64,
+    end: u64,
+    line: u64,
+    buf: Vec<u8>,
+}
+
+/// How many lines a rate-limited reader may read now.
+#[derive(Debug)]
+struct Rate {
+    per_second: f64,
+    started: Option<Instant>,
+    read: u64,
+}
+
+impl Rate {
+    fn new(per_second: f64) -> Rate {
+        Rate { per_second, started: None, read: 0 }
+    }
+
+    /// Lines allowed now, or how long to wait for the next.
+    fn allowance(&mut self) -> std::result::Result<u64, Duration> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let due = (started.elapsed().as_secs_f64() * self.per_second) as u64;
+        match due.saturating_sub(self.read) {
+            0 => Err(Duration::from_secs_f64(1.0 / self.per_second).max(Duration::from_millis(1))),
+            n => Ok(n),
+        }
+    }
 }
 
 /// One worker's share of a file source.
 pub struct FileReader<D> {
     name: String,
     files: Arc<[(PathBuf, Format)]>,
-    todo: Vec<Unit>,
-    open: Option<Open>,
+    units: Arc<[Unit]>,
+    /// Units not started, the next last.
+    todo: Vec<Todo>,
+    open: Option<Reading>,
+    /// Positions of the units read to their end.
+    done: Vec<Position>,
     lateness: u64,
     header: bool,
     max_seen: Option<EventTime>,
+    rate: Option<Rate>,
     marker: PhantomData<fn() -> D>,
+}
+
+/// What reading a unit needs besides the unit: the emitter, the watermark, and how many
+/// lines it may still read in this poll.
+struct Context<'a, 'b, D> {
+    name: &'a str,
+    out: &'a mut Emitter<'b, D>,
+    max_seen: &'a mut Option<EventTime>,
+    budget: u64,
+}
+
+impl<D: Timestamped> Context<'_, '_, D> {
+    fn more(&self) -> bool {
+        self.budget > 0 && !self.out.is_full()
+    }
+
+    /// Emits a record read at `at`, unless a checkpoint holds it already; notes the first
+    /// record at or after a pending cut.
+    #[inline]
+    fn record(&mut self, track: &mut Track, at: Pos, record: D) {
+        let t = record.event_time();
+        *self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+        let keep = track.replay.cut_at(at.byte).is_none_or(|cut| cut.includes(t));
+        if keep && self.out.emit(t, record) && track.after_cut.is_none() {
+            track.after_cut = Some(at);
+        }
+    }
+
+    /// Sends a line that could not be read to the dead letters, unless it was read (and sent
+    /// there) before the checkpoint a restore started from.
+    fn dead_letter(&mut self, track: &mut Track, at: Pos, reason: String, raw: &[u8]) {
+        if track.replay.cut_at(at.byte).is_none() {
+            let location = format!("{}:{}", track.path, at.line);
+            self.out.dead_letter(DeadLetter::new(self.name, location, reason, raw));
+        }
+    }
 }
 
 impl<D: Data + DeserializeOwned + Timestamped> SourceReader for FileReader<D> {
     type Item = D;
 
     fn poll(&mut self, out: &mut Emitter<'_, D>) -> Result<Poll> {
-        while !out.is_full() {
+        let budget = match self.rate.as_mut().map(Rate::allowance) {
+            Some(Err(wait)) => return Ok(Poll::Pending(wait)),
+            Some(Ok(n)) => n,
+            None => u64::MAX,
+        };
+        let mut cx = Context { name: &self.name, out, max_seen: &mut self.max_seen, budget };
+        while cx.more() {
             if self.open.is_none() {
-                let Some(unit) = self.todo.pop() else { return Ok(Poll::Done) };
-                self.open = Some(self.open_unit(&unit)?);
-            }
-            let finished = match self.open.as_mut().expect("opened above") {
-                Open::Lines { path, reader, pos, end, line, buf } => read_lines(
-                    &self.name,
-                    path,
-                    reader,
-                    pos,
-                    *end,
-                    line,
-                    buf,
-                    out,
-                    &mut self.max_seen,
-                )?,
-                Open::Csv { path, reader, headers } => {
-                    read_csv(&self.name, path, reader, headers, out, &mut self.max_seen)?
+                let Some(todo) = self.todo.pop() else { break };
+                match open_unit(&self.files, &self.units, self.header, todo)? {
+                    Ok(reading) => self.open = Some(reading),
+                    Err(position) => self.done.push(position),
                 }
-            };
-            if finished {
-                self.open = None;
+                continue;
             }
+            if self.open.as_mut().expect("opened above").read(&mut cx)? {
+                let reading = self.open.take().expect("read above");
+                let position = reading.position(&self.files, &self.units, true);
+                self.done.push(position);
+            }
+        }
+        if let Some(rate) = self.rate.as_mut() {
+            rate.read += budget - cx.budget;
+        }
+        if self.open.is_none() && self.todo.is_empty() {
+            return Ok(Poll::Done);
         }
         if let Some(max) = self.max_seen {
             out.advance_watermark(max.saturating_sub(self.lateness));
         }
         Ok(Poll::Ready)
     }
+
+    /// Every unit's position: those read to the end, the one being read, and those a restore
+    /// placed but not opened yet.
+    fn checkpoint(&mut self, _: u64) -> Result<Vec<u8>> {
+        let mut positions = Vec::with_capacity(self.done.len() + 1);
+        for done in &mut self.done {
+            positions.push(done.clone());
+            // Re-read once: later checkpoints hold what was after this cut.
+            done.from = Pos { byte: done.next, ..done.from };
+            done.older.clear();
+        }
+        if let Some(reading) = self.open.as_mut() {
+            positions.push(reading.position(&self.files, &self.units, false));
+            reading.track.after_cut = None;
+        }
+        positions.extend(self.todo.iter().filter_map(|t| t.resume.as_ref()).map(|(p, replay)| {
+            // Not reached yet: the restored position, with its spans all older ones.
+            Position { next: p.from.byte, older: replay.older(p.from.byte), ..p.clone() }
+        }));
+        encode(&positions)
+    }
+
+    /// Places this reader's units at their checkpointed positions, matched by file and first
+    /// byte among every old worker's positions, so rescaling works.
+    fn restore(&mut self, cut: Cut, positions: Vec<Vec<u8>>) -> Result<()> {
+        let mut restored = 0;
+        for bytes in positions {
+            let positions: Vec<Position> = decode(&bytes)?;
+            for p in positions {
+                let unit = self
+                    .units
+                    .iter()
+                    .position(|u| self.files[u.file].0 == p.path && u.start == p.start);
+                let Some(unit) = unit else {
+                    self.unknown_unit(&p)?;
+                    continue;
+                };
+                let Some(todo) = self.todo.iter_mut().find(|t| t.unit == unit) else { continue };
+                let replay = Replay::restored(p.from.byte, p.next, cut, &p.older);
+                todo.resume = Some((p, replay));
+                restored += 1;
+            }
+        }
+        tracing::info!(source = %self.name, units = restored,
+            "file ranges restored to their checkpointed positions");
+        Ok(())
+    }
 }
 
 impl<D> FileReader<D> {
-    fn open_unit(&self, unit: &Unit) -> Result<Open> {
-        let (path, format) = &self.files[unit.file];
-        let io = |op, source| Error::Io { op, path: path.clone(), source };
-        let file = File::open(path).map_err(|e| io("cannot open", e))?;
-        let shown: Arc<str> = path.display().to_string().into();
-        if *format == Format::Csv {
-            let reader = csv::ReaderBuilder::new()
-                .has_headers(self.header)
-                .flexible(false)
-                .from_reader(file);
-            let mut reader = Box::new(reader);
-            let headers = if self.header {
-                reader
-                    .byte_headers()
-                    .map_err(|e| io("cannot read the CSV header of", e.into()))?
-                    .clone()
+    /// A unit of the checkpoint that the files listed now do not have: fine if it was read to
+    /// its end (the file may have been removed since), an error otherwise.
+    fn unknown_unit(&self, p: &Position) -> Result<()> {
+        let fully_read = p.done && p.from.byte >= p.next && p.older.is_empty();
+        if fully_read {
+            tracing::warn!(source = %self.name, path = %p.path.display(), start = p.start,
+                "a file of the checkpoint, read to its end, is no longer listed");
+            return Ok(());
+        }
+        let file = self.files.iter().any(|(path, _)| *path == p.path);
+        Err(Error::Checkpoint(format!(
+            "file source `{}`: the checkpoint holds `{}` read up to byte {}{}",
+            self.name,
+            p.path.display(),
+            p.from.byte,
+            if file {
+                format!(" in a range from byte {}, which `split_size` no longer gives", p.start)
             } else {
-                csv::ByteRecord::new()
-            };
-            return Ok(Open::Csv { path: shown, reader, headers });
+                ", which is no longer listed (restore the file or start afresh)".to_owned()
+            }
+        )))
+    }
+}
+
+/// Opens a unit (at its restored position, if any); `Ok(Err(position))` for a restored unit
+/// that holds nothing left to read.
+fn open_unit(
+    files: &[(PathBuf, Format)],
+    units: &[Unit],
+    header: bool,
+    todo: Todo,
+) -> Result<std::result::Result<Reading, Position>> {
+    let unit = &units[todo.unit];
+    let (path, format) = &files[unit.file];
+    let (resume, replay) = match todo.resume {
+        Some((p, _)) if p.done && p.from.byte >= p.next && p.older.is_empty() => {
+            return Ok(Err(p));
         }
+        Some((p, replay)) => (Some(p.from), replay),
+        None => (None, Replay::default()),
+    };
+    let io = |op, source| Error::Io { op, path: path.clone(), source };
+    let file = File::open(path).map_err(|e| io("cannot open", e))?;
+    if let Some(from) = resume {
+        let size = file.metadata().map_err(|e| io("cannot read", e))?.len();
+        if from.byte > size {
+            return Err(Error::Checkpoint(format!(
+                "`{}` has {size} bytes but was read up to byte {} before the checkpoint: the \
+                 input changed",
+                path.display(),
+                from.byte
+            )));
+        }
+    }
+    let shown: Arc<str> = path.display().to_string().into();
+    let open = if *format == Format::Csv {
+        let mut reader = Box::new(
+            csv::ReaderBuilder::new().has_headers(header).flexible(false).from_reader(file),
+        );
+        let headers = if header {
+            reader
+                .byte_headers()
+                .map_err(|e| io("cannot read the CSV header of", e.into()))?
+                .clone()
+        } else {
+            csv::ByteRecord::new()
+        };
+        if let Some(from) = resume {
+            reader.seek(from.into()).map_err(|e| io("cannot seek in", e.into()))?;
+        }
+        Open::Csv { reader, headers }
+    } else {
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut line = 1;
-        let mut pos = 0;
-        if unit.start > 0 {
-            // Count the lines before the range, then skip the line that straddles its start.
-            line +=
-                count_newlines(&mut reader, unit.start - 1).map_err(|e| io("cannot read", e))?;
-            reader.seek(SeekFrom::Start(unit.start - 1)).map_err(|e| io("cannot seek in", e))?;
-            let mut skipped = Vec::new();
-            let n = reader.read_until(b'\n', &mut skipped).map_err(|e| io("cannot read", e))?;
-            pos = unit.start - 1 + n as u64;
-            line += 1;
+        let (pos, line) = match resume {
+            Some(from) => {
+                reader.seek(SeekFrom::Start(from.byte)).map_err(|e| io("cannot seek in", e))?;
+                (from.byte, from.line)
+            }
+            None if unit.start > 0 => {
+                // Count the lines before the range, then skip the line that straddles its start.
+                let before = count_newlines(&mut reader, unit.start - 1)
+                    .map_err(|e| io("cannot read", e))?;
+                reader
+                    .seek(SeekFrom::Start(unit.start - 1))
+                    .map_err(|e| io("cannot seek in", e))?;
+                let mut skipped = Vec::new();
+                let n = reader.read_until(b'\n', &mut skipped).map_err(|e| io("cannot read", e))?;
+                (unit.start - 1 + n as u64, before + 2)
+            }
+            None => (0, 1),
+        };
+        Open::Lines(Lines { reader, pos, end: unit.end, line, buf: Vec::new() })
+    };
+    Ok(Ok(Reading { unit: todo.unit, track: Track { path: shown, after_cut: None, replay }, open }))
+}
+
+impl Reading {
+    /// Where the reader stands, for a checkpoint.
+    fn position(&self, files: &[(PathBuf, Format)], units: &[Unit], done: bool) -> Position {
+        let unit = &units[self.unit];
+        let next = match &self.open {
+            Open::Lines(lines) => Pos { byte: lines.pos, line: lines.line, record: 0 },
+            Open::Csv { reader, .. } => reader.position().into(),
+        };
+        Position {
+            path: files[unit.file].0.clone(),
+            start: unit.start,
+            from: self.track.after_cut.unwrap_or(next),
+            next: next.byte,
+            older: self.track.replay.older(next.byte),
+            done,
         }
-        Ok(Open::Lines { path: shown, reader, pos, end: unit.end, line, buf: Vec::new() })
+    }
+
+    /// Reads until the poll's budget is spent or the unit ends; true when it ended.
+    fn read<D: DeserializeOwned + Timestamped>(
+        &mut self,
+        cx: &mut Context<'_, '_, D>,
+    ) -> Result<bool> {
+        match &mut self.open {
+            Open::Lines(lines) => lines.read(&mut self.track, cx),
+            Open::Csv { reader, headers } => read_csv(reader, headers, &mut self.track, cx),
+        }
+    }
+}
+
+impl Lines {
+    fn read<D: DeserializeOwned + Timestamped>(
+        &mut self,
+        track: &mut Track,
+        cx: &mut Context<'_, '_, D>,
+    ) -> Result<bool> {
+        while cx.more() {
+            if self.pos >= self.end {
+                return Ok(true);
+            }
+            self.buf.clear();
+            let limit = MAX_LINE_BYTES as u64 + 1;
+            let n = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buf).map_err(
+                |source| Error::Io { op: "cannot read", path: PathBuf::from(&*track.path), source },
+            )?;
+            if n == 0 {
+                return Ok(true);
+            }
+            let at = Pos { byte: self.pos, line: self.line, record: 0 };
+            self.pos += n as u64;
+            self.line += 1;
+            cx.budget -= 1;
+            cx.out.add_bytes(n);
+            if self.buf.len() > MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') {
+                let mut rest = Vec::new();
+                let skipped = self.reader.read_until(b'\n', &mut rest).unwrap_or(0);
+                self.pos += skipped as u64;
+                cx.out.add_bytes(skipped);
+                let reason = format!("line longer than {MAX_LINE_BYTES} bytes");
+                cx.dead_letter(track, at, reason, &self.buf);
+                continue;
+            }
+            let text = trim_line(&self.buf);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<D>(text) {
+                Ok(record) => cx.record(track, at, record),
+                Err(e) => cx.dead_letter(track, at, e.to_string(), text),
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -286,75 +623,6 @@ fn count_newlines(reader: &mut BufReader<File>, len: u64) -> std::io::Result<u64
     Ok(count)
 }
 
-/// Emits an event, tracking the largest event time seen for the watermark.
-#[inline]
-fn emit<D: Timestamped>(out: &mut Emitter<'_, D>, max_seen: &mut Option<EventTime>, record: D) {
-    let t = record.event_time();
-    *max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
-    out.emit(t, record);
-}
-
-/// Reads JSON lines until the emitter is full or the range ends; true when it ended.
-#[allow(clippy::too_many_arguments)]
-fn read_lines<D: DeserializeOwned + Timestamped>(
-    name: &str,
-    path: &Arc<str>,
-    reader: &mut BufReader<File>,
-    pos: &mut u64,
-    end: u64,
-    line: &mut u64,
-    buf: &mut Vec<u8>,
-    out: &mut Emitter<'_, D>,
-    max_seen: &mut Option<EventTime>,
-) -> Result<bool> {
-    while !out.is_full() {
-        if *pos >= end {
-            return Ok(true);
-        }
-        buf.clear();
-        let limit = MAX_LINE_BYTES as u64 + 1;
-        let n = (&mut *reader).take(limit).read_until(b'\n', buf).map_err(|source| Error::Io {
-            op: "cannot read",
-            path: PathBuf::from(&**path),
-            source,
-        })?;
-        if n == 0 {
-            return Ok(true);
-        }
-        *pos += n as u64;
-        out.add_bytes(n);
-        let number = *line;
-        *line += 1;
-        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
-            let mut rest = Vec::new();
-            let skipped = reader.read_until(b'\n', &mut rest).unwrap_or(0);
-            *pos += skipped as u64;
-            out.add_bytes(skipped);
-            out.dead_letter(DeadLetter::new(
-                name,
-                format!("{path}:{number}"),
-                format!("line longer than {MAX_LINE_BYTES} bytes"),
-                buf,
-            ));
-            continue;
-        }
-        let text = trim_line(buf);
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<D>(text) {
-            Ok(record) => emit(out, max_seen, record),
-            Err(e) => out.dead_letter(DeadLetter::new(
-                name,
-                format!("{path}:{number}"),
-                e.to_string(),
-                text,
-            )),
-        }
-    }
-    Ok(false)
-}
-
 fn trim_line(buf: &[u8]) -> &[u8] {
     let mut s = buf;
     while let Some((b'\n' | b'\r', rest)) = s.split_last() {
@@ -363,47 +631,41 @@ fn trim_line(buf: &[u8]) -> &[u8] {
     s
 }
 
-/// Reads CSV records until the emitter is full or the file ends; true when it ended.
+/// Reads CSV records until the poll's budget is spent or the file ends; true when it ended.
 fn read_csv<D: DeserializeOwned + Timestamped>(
-    name: &str,
-    path: &Arc<str>,
     reader: &mut csv::Reader<File>,
     headers: &csv::ByteRecord,
-    out: &mut Emitter<'_, D>,
-    max_seen: &mut Option<EventTime>,
+    track: &mut Track,
+    cx: &mut Context<'_, '_, D>,
 ) -> Result<bool> {
     let headers = (!headers.is_empty()).then_some(headers);
     let mut record = csv::ByteRecord::new();
-    while !out.is_full() {
-        let start = reader.position().byte();
+    while cx.more() {
+        let start = Pos::from(reader.position());
         let read = reader.read_byte_record(&mut record);
-        out.add_bytes(usize::try_from(reader.position().byte() - start).unwrap_or(usize::MAX));
+        cx.out.add_bytes(
+            usize::try_from(reader.position().byte() - start.byte).unwrap_or(usize::MAX),
+        );
+        cx.budget -= 1;
         match read {
             Ok(false) => return Ok(true),
             Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line());
+                let at = record.position().map_or(start, Pos::from);
                 match record.deserialize::<D>(headers) {
-                    Ok(value) => emit(out, max_seen, value),
-                    Err(e) => out.dead_letter(DeadLetter::new(
-                        name,
-                        format!("{path}:{line}"),
-                        e.to_string(),
-                        &join_record(&record),
-                    )),
+                    Ok(value) => cx.record(track, at, value),
+                    Err(e) => cx.dead_letter(track, at, e.to_string(), &join_record(&record)),
                 }
             }
             Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
-                return Err(Error::Source { source_name: name.to_owned(), reason: e.to_string() });
+                return Err(Error::Source {
+                    source_name: cx.name.to_owned(),
+                    reason: e.to_string(),
+                });
             }
             Err(e) => {
                 // A malformed row (wrong field count, bad UTF-8): skip it and go on.
-                let line = e.position().map_or(0, |p| p.line());
-                out.dead_letter(DeadLetter::new(
-                    name,
-                    format!("{path}:{line}"),
-                    e.to_string(),
-                    b"",
-                ));
+                let at = e.position().map_or(start, Pos::from);
+                cx.dead_letter(track, at, e.to_string(), b"");
             }
         }
     }
@@ -424,6 +686,7 @@ fn join_record(record: &csv::ByteRecord) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::sync::mpsc;
     use std::sync::Mutex;
 
@@ -527,5 +790,279 @@ mod tests {
         let empty = tempfile::tempdir().expect("temp dir");
         let e = FileSource::<Row>::new("rows", &FileSourceConfig::new(empty.path())).err();
         assert!(e.expect("an error").reason.contains("no input files"));
+    }
+
+    /// Everything about one oracle case: the input files, the workers of each run, and the
+    /// seed of the poll sizes and kill moments.
+    #[derive(Debug, Clone)]
+    struct Case {
+        /// `(event time jitter, bad line?)` of the JSON-lines file's lines, then the jitter of
+        /// the CSV file's records: the `i`th's event time is `10 i` (CSV: `30 i`) plus it.
+        json: Vec<(u64, bool)>,
+        csv: Vec<u64>,
+        split_size: u64,
+        workers: Vec<usize>,
+        seed: u64,
+    }
+
+    fn case() -> impl proptest::strategy::Strategy<Value = Case> {
+        use proptest::prelude::*;
+        // Event times grow along a file, out of order by up to 300 ms.
+        let jitter = |n| proptest::collection::vec(0..300u64, 0..n);
+        (
+            proptest::collection::vec((0..300u64, proptest::bool::weighted(0.05)), 0..300),
+            jitter(120),
+            40..3_000u64,
+            proptest::collection::vec(1..4usize, 1..5),
+            any::<u64>(),
+        )
+            .prop_map(|(json, csv, split_size, workers, seed)| Case {
+                json,
+                csv,
+                split_size,
+                workers,
+                seed,
+            })
+    }
+
+    /// Writes the case's files; returns the config and every record's `n`.
+    fn write_case(dir: &Path, case: &Case) -> (FileSourceConfig, Vec<u64>, Vec<String>) {
+        let mut all = Vec::new();
+        let mut bad = Vec::new();
+        let mut json = String::new();
+        for (i, &(jitter, broken)) in case.json.iter().enumerate() {
+            let ts = i as u64 * 10 + jitter;
+            if broken {
+                json.push_str("{\"n\": oops\n");
+                bad.push(format!("{}:{}", dir.join("a.jsonl").display(), i + 1));
+            } else {
+                json.push_str(&format!("{{\"n\":{i},\"ts\":{ts}}}\n"));
+                all.push(i as u64);
+            }
+        }
+        std::fs::write(dir.join("a.jsonl"), json).unwrap();
+        let mut csv = String::from("n,ts\n");
+        for (i, jitter) in case.csv.iter().enumerate() {
+            let ts = i as u64 * 30 + jitter;
+            csv.push_str(&format!("{},{ts}\n", 100_000 + i));
+            all.push(100_000 + i as u64);
+        }
+        std::fs::write(dir.join("b.csv"), csv).unwrap();
+        all.sort_unstable();
+        bad.sort();
+        let config = FileSourceConfig { split_size: case.split_size, ..FileSourceConfig::new(dir) };
+        (config, all, bad)
+    }
+
+    /// Runs the case: every run but the last polls in random steps, takes a checkpoint at a
+    /// cut above everything emitted so far (as the runtime does), polls on and is killed; the
+    /// next run restores. Returns the records the state and the last run hold, and the dead
+    /// letters' locations.
+    fn run_case(config: &FileSourceConfig, case: &Case) -> (Vec<u64>, Vec<String>) {
+        use tributary_runtime::source::poll_once;
+        use tributary_runtime::Granularity;
+        let granularity = Granularity::DEFAULT;
+        let source = FileSource::<Row>::new("rows", config).unwrap();
+        let mut rng = case.seed | 1;
+        let mut random = move |below: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % below
+        };
+        let mut state: Vec<u64> = Vec::new();
+        let mut letters = Vec::new();
+        let mut restore: Option<(Cut, Vec<Vec<u8>>)> = None;
+        for (run, &workers) in case.workers.iter().enumerate() {
+            let last = run + 1 == case.workers.len();
+            let mut readers: Vec<FileReader<Row>> = (0..workers)
+                .map(|worker_index| {
+                    let ctx = SourceContext {
+                        name: "rows".into(),
+                        worker_index,
+                        workers,
+                        checkpointed: true,
+                    };
+                    let mut reader = source.reader(&ctx).unwrap();
+                    if let Some((cut, positions)) = &restore {
+                        reader.restore(*cut, positions.clone()).unwrap();
+                    }
+                    reader
+                })
+                .collect();
+            let mut done = vec![false; workers];
+            let mut poll = |reader: &mut FileReader<Row>, cut: Option<Time>, room: u64| {
+                let polled = poll_once(reader, room as usize + 1, granularity, cut).unwrap();
+                letters.extend(polled.dead_letters.into_iter().map(|d| d.location));
+                (polled.poll == Poll::Done, polled.records)
+            };
+            if last {
+                for (w, reader) in readers.iter_mut().enumerate() {
+                    while !done[w] {
+                        let (finished, records) = poll(reader, None, random(60));
+                        done[w] = finished;
+                        state.extend(records.iter().map(|(_, r)| r.n));
+                    }
+                }
+                break;
+            }
+            // Rounds of checkpoints, each cut above everything emitted so far (as the runtime
+            // makes them). What a reader emits before its last checkpoint is in that
+            // checkpoint if below its cut; what it emits after is lost in the kill.
+            let mut latest = restore.as_ref().map_or(0, |(cut, _)| cut.time);
+            let mut emitted = Vec::new();
+            let mut positions = Vec::new();
+            let mut cut = Cut { time: latest, granularity };
+            for round in 0..=random(3) {
+                for _ in 0..random(8) {
+                    let w = random(workers as u64) as usize;
+                    let (_, records) = poll(&mut readers[w], None, random(60));
+                    latest = records.iter().map(|(t, _)| *t).fold(latest, u64::max);
+                    emitted.extend(records);
+                }
+                cut = Cut { time: latest + 1, granularity };
+                positions.clear();
+                for reader in &mut readers {
+                    for _ in 0..random(4) {
+                        let (_, records) = poll(reader, Some(cut.time), random(60));
+                        latest = records.iter().map(|(t, _)| *t).fold(latest, u64::max);
+                        emitted.extend(records);
+                    }
+                    positions.push(reader.checkpoint(round + 1).unwrap());
+                }
+            }
+            state.extend(emitted.iter().filter(|(t, _)| *t < cut.time).map(|(_, r)| r.n));
+            for reader in &mut readers {
+                for _ in 0..random(3) {
+                    poll(reader, None, random(60)); // lost in the kill
+                }
+            }
+            restore = Some((cut, positions));
+        }
+        state.sort_unstable();
+        letters.sort();
+        letters.dedup();
+        (state, letters)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// Oracle: killed after random checkpoints and restored with random worker counts, the
+        /// readers deliver every record exactly once (the checkpoint's or re-read) and every
+        /// bad line to the dead letters.
+        #[test]
+        fn checkpoints_and_restores_deliver_every_record_once(case in case()) {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, all, bad) = write_case(dir.path(), &case);
+            let (got, letters) = run_case(&config, &case);
+            proptest::prop_assert_eq!(got, all);
+            proptest::prop_assert_eq!(letters, bad);
+        }
+    }
+
+    /// A run restored from one checkpoint takes another before it reaches a range it must
+    /// re-read: that range keeps the cut of the run that read it (a record between the two
+    /// cuts is in neither checkpoint and must come again).
+    #[test]
+    fn a_range_restored_but_not_reached_keeps_the_cut_that_read_it() {
+        use tributary_runtime::source::poll_once;
+        use tributary_runtime::Granularity;
+        let g = Granularity::DEFAULT;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, first) in [("x.jsonl", 0), ("y.jsonl", 1000)] {
+            let text: String =
+                (0..100).map(|i| format!("{{\"n\":{},\"ts\":{}}}\n", first + i, i * 10)).collect();
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let source = FileSource::<Row>::new("rows", &FileSourceConfig::new(dir.path())).unwrap();
+        let ctx = |worker_index, workers| SourceContext {
+            name: "rows".into(),
+            worker_index,
+            workers,
+            checkpointed: true,
+        };
+        let mut state = Vec::new();
+        let mut keep = |records: Vec<(Time, Row)>, cut: Time| {
+            state.extend(records.into_iter().filter(|(t, _)| *t < cut).map(|(_, r)| r.n));
+        };
+        // Run 1, two workers: half of each file, a checkpoint cut at 300 ms pending.
+        let mut positions = Vec::new();
+        for w in 0..2 {
+            let mut reader = source.reader(&ctx(w, 2)).unwrap();
+            keep(poll_once(&mut reader, 50, g, Some(300)).unwrap().records, 300);
+            positions.push(reader.checkpoint(1).unwrap());
+        }
+        // Run 2, one worker: re-reads the rest of x, checkpoints at 1000 ms before reaching y.
+        let cut = Cut { time: 300, granularity: g };
+        let mut reader = source.reader(&ctx(0, 1)).unwrap();
+        reader.restore(cut, positions).unwrap();
+        let polled = poll_once(&mut reader, 70, g, Some(1000)).unwrap();
+        assert!(polled.records.iter().all(|(_, r)| r.n < 1000), "still in x");
+        keep(polled.records, 1000);
+        let positions = vec![reader.checkpoint(2).unwrap()];
+        // Run 3 reads everything that is not in checkpoint 2.
+        let mut reader = source.reader(&ctx(0, 1)).unwrap();
+        reader.restore(Cut { time: 1000, granularity: g }, positions).unwrap();
+        loop {
+            let polled = poll_once(&mut reader, 64, g, None).unwrap();
+            keep(polled.records, Time::MAX);
+            if polled.poll == Poll::Done {
+                break;
+            }
+        }
+        state.sort_unstable();
+        let all: Vec<u64> = (0..100).chain(1000..1100).collect();
+        assert_eq!(state, all);
+    }
+
+    #[test]
+    fn a_changed_input_fails_the_restore_naming_the_file() {
+        use tributary_runtime::source::poll_once;
+        use tributary_runtime::Granularity;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let text: String = (0..100).map(|n| format!("{{\"n\":{n},\"ts\":{n}}}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let config = FileSourceConfig::new(&path);
+        let ctx =
+            SourceContext { name: "rows".into(), worker_index: 0, workers: 1, checkpointed: true };
+        let source = FileSource::<Row>::new("rows", &config).unwrap();
+        let mut reader = source.reader(&ctx).unwrap();
+        poll_once(&mut reader, 50, Granularity::DEFAULT, None).unwrap();
+        let positions = vec![reader.checkpoint(1).unwrap()];
+        let cut = Cut { time: 1_000, granularity: Granularity::DEFAULT };
+
+        std::fs::write(&path, &text[..100]).unwrap();
+        let mut reader = source.reader(&ctx).unwrap();
+        reader.restore(cut, positions.clone()).unwrap();
+        let error = poll_once(&mut reader, 50, Granularity::DEFAULT, None).unwrap_err();
+        assert!(
+            error.to_string().contains("rows.jsonl") && error.to_string().contains("changed"),
+            "{error}"
+        );
+
+        let other = dir.path().join("other.jsonl");
+        std::fs::write(&other, &text).unwrap();
+        let source = FileSource::<Row>::new("rows", &FileSourceConfig::new(&other)).unwrap();
+        let mut reader = source.reader(&ctx).unwrap();
+        let error = reader.restore(cut, positions).unwrap_err().to_string();
+        assert!(error.contains("rows.jsonl") && error.contains("no longer listed"), "{error}");
+    }
+
+    #[test]
+    fn a_rate_spreads_the_lines_over_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let text: String = (0..40).map(|n| format!("{{\"n\":{n},\"ts\":{n}}}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let config = FileSourceConfig { rate: Some(200.0), ..FileSourceConfig::new(&path) };
+        let started = Instant::now();
+        let (rows, _) = read_all(&config, 2);
+        assert_eq!(rows.len(), 40);
+        assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+        let bad = FileSourceConfig { rate: Some(0.0), ..FileSourceConfig::new(&path) };
+        let error = FileSource::<Row>::new("rows", &bad).err().expect("refused");
+        assert_eq!(error.key, "rate");
     }
 }

@@ -26,6 +26,7 @@ use tributary_runtime::{
 
 use super::config::{KafkaSourceConfig, StartAt};
 use crate::file::Format;
+use crate::replay::Replay;
 
 /// How long start-up and metadata requests may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -336,7 +337,7 @@ struct Part {
     /// The first offset emitted at or after a pending checkpoint's cut.
     after_cut: Option<i64>,
     /// After a restore: the spans re-read that runs before read already, by offset.
-    replay: Replay,
+    replay: Replay<i64>,
 }
 
 /// One partition's position in a checkpoint.
@@ -352,32 +353,6 @@ struct Position {
     /// restore of its own: `(until, cut)`, by `until`. A record below `until` (and at or after
     /// the previous span's) was read before a checkpoint cut at `cut`.
     older: Vec<(i64, Time)>,
-}
-
-/// The spans of a partition that earlier runs read before their checkpoints' cuts:
-/// `(until, cut)` in increasing `until`; a record at an offset below `until` (and not below
-/// an earlier span's) is emitted again only if it falls at or after `cut`.
-#[derive(Debug, Default)]
-struct Replay(std::collections::VecDeque<(i64, Cut)>);
-
-impl Replay {
-    /// The cut that decides whether the record at `offset` is emitted again (`None`: it was
-    /// not read before, emit it). Offsets only grow, so passed spans are dropped.
-    #[inline]
-    fn cut_at(&mut self, offset: i64) -> Option<Cut> {
-        while let Some(&(until, cut)) = self.0.front() {
-            if offset < until {
-                return Some(cut);
-            }
-            self.0.pop_front();
-        }
-        None
-    }
-
-    /// The spans still ahead of `next`, for a checkpoint taken there.
-    fn older(&self, next: i64) -> Vec<(i64, Time)> {
-        self.0.iter().filter(|(until, _)| *until > next).map(|(u, c)| (*u, c.time)).collect()
-    }
 }
 
 /// One worker's share of a Kafka source.
@@ -752,9 +727,7 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             for p in positions {
                 let Some(part) = self.part(&p.topic, p.partition) else { continue };
                 part.next = Some(p.from);
-                let spans = std::iter::once((p.next, cut)).filter(|(until, _)| p.from < *until);
-                let older = p.older.iter().map(|&(until, time)| (until, Cut { time, ..cut }));
-                part.replay = Replay(spans.chain(older).collect());
+                part.replay = Replay::restored(p.from, p.next, cut, &p.older);
                 // Not assigned yet (that happens at the first poll): only the offset moves.
                 self.unassigned
                     .set_partition_offset(&p.topic, p.partition, Offset::Offset(p.from))
@@ -802,23 +775,6 @@ mod tests {
         }
         // Adding partitions does not move the existing ones.
         assert!(owns(0, 3, 1, 2));
-    }
-
-    /// A run restored from one checkpoint and checkpointed again before it re-read everything
-    /// passes the spans it has not reached on, each with the cut that decides it.
-    #[test]
-    fn replay_spans_keep_the_cut_of_the_run_that_read_them() {
-        use tributary_runtime::Granularity;
-        let cut = |time| Cut { time, granularity: Granularity::DEFAULT };
-        let mut replay = Replay([(10, cut(2_000)), (20, cut(1_000))].into());
-        assert_eq!(replay.older(5), vec![(10, 2_000), (20, 1_000)]);
-        assert_eq!(replay.older(15), vec![(20, 1_000)]);
-        assert_eq!(replay.older(20), vec![]);
-        assert_eq!(replay.cut_at(3).map(|c| c.time), Some(2_000));
-        assert!(!replay.cut_at(9).unwrap().includes(1_999));
-        assert!(replay.cut_at(12).unwrap().includes(1_050));
-        assert_eq!(replay.cut_at(25), None);
-        assert!(replay.0.is_empty(), "passed spans are dropped");
     }
 
     #[test]

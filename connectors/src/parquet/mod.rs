@@ -5,7 +5,7 @@
 //! timestamp columns), split by partition folder, and appended to one open file per
 //! partition. A file is finished when it reaches `roll.max_rows`, `roll.max_bytes` or
 //! `roll.max_age`, when more than `max_open_files` partitions are open, or when the input
-//! ends; only then is it published (see [`store`]), so a reader never sees a partial file.
+//! ends; only then is it published (see [`crate::store`]), so a reader never sees a partial file.
 //!
 //! Files are named `part-<run>-<worker>-<sequence>.parquet`: `<run>` is the UTC time the
 //! process started the job, so neither workers nor restarts collide.
@@ -16,7 +16,6 @@
 mod config;
 mod partition;
 mod schema;
-pub mod store;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -34,10 +33,10 @@ use tributary_runtime::checkpoint::{decode, encode};
 use tributary_runtime::metrics as m;
 use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWriter, Time};
 
+pub use crate::store::{FileStore, LocalStore, PendingFile};
 pub use config::{Compression, ParquetSinkConfig, Rolling};
 use partition::Partitioner;
 use schema::RecordSchema;
-pub use store::{FileStore, LocalStore, PendingFile};
 
 /// Writes records as Parquet files into a [`FileStore`] (a local directory by default).
 pub struct ParquetSink<D, S = LocalStore> {
@@ -586,7 +585,7 @@ mod tests {
     }
 
     struct Limited {
-        inner: store::LocalFile,
+        inner: crate::store::LocalFile,
         left: usize,
     }
 

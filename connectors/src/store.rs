@@ -71,15 +71,34 @@ impl LocalStore {
     }
 }
 
-/// A file being written to a [`LocalStore`].
+/// A file being written to a [`LocalStore`] (or in place, see [`LocalFile::create`]).
 #[derive(Debug)]
 pub struct LocalFile {
     out: BufWriter<File>,
+    written: u64,
+}
+
+impl LocalFile {
+    /// Creates (or truncates) a file written in place, visible while it is written.
+    pub fn create(path: &Path) -> io::Result<LocalFile> {
+        Ok(LocalFile::new(File::create(path).map_err(|e| at(path, e))?))
+    }
+
+    fn new(file: File) -> LocalFile {
+        LocalFile { out: BufWriter::with_capacity(1 << 20, file), written: 0 }
+    }
+
+    /// Bytes written so far (some perhaps still buffered).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
 }
 
 impl Write for LocalFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+        let n = self.out.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -98,7 +117,7 @@ impl FileStore for LocalStore {
         let file = File::create_new(&staged).map_err(|e| at(&staged, e))?;
         let pending =
             PendingFile { path: path.to_owned(), staged: staged.to_string_lossy().into_owned() };
-        Ok((LocalFile { out: BufWriter::with_capacity(1 << 20, file) }, pending))
+        Ok((LocalFile::new(file), pending))
     }
 
     fn finish(&self, writer: &mut LocalFile) -> io::Result<()> {
