@@ -491,6 +491,60 @@ impl MockKafka {
     }
 }
 
+impl MockKafka {
+    /// The values of `topic`'s records (2 partitions) written by the `committed` transactions
+    /// (producer id, epoch), sorted: what a `read_committed` consumer of a broker that keeps
+    /// transaction state would read.
+    fn committed_values(
+        &self,
+        topic: &str,
+        committed: &std::collections::HashSet<(i64, i16)>,
+    ) -> Vec<String> {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::RecordBatchDecoder;
+        let mut broker = tributary_connectors::kafka::txn::Connection::connect(&self.address)
+            .expect("a connection to the mock");
+        let mut values = Vec::new();
+        for partition in 0..2 {
+            let mut offset = 0;
+            loop {
+                let request = FetchRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_max_wait_ms(0)
+                    .with_min_bytes(1)
+                    .with_max_bytes(64 << 20)
+                    .with_topics(vec![FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                        .with_partitions(vec![FetchPartition::default()
+                            .with_partition(partition)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(64 << 20)])]);
+                let response = broker.request(request, 4..=11).expect("a fetch response");
+                let data = &response.responses[0].partitions[0];
+                assert_eq!(data.error_code, 0, "fetch {topic}/{partition}@{offset}");
+                let mut records = data.records.clone().unwrap_or_default();
+                let batches = RecordBatchDecoder::decode_all(&mut records).expect("record batches");
+                let before = offset;
+                for record in batches.iter().flat_map(|b| &b.records) {
+                    offset = offset.max(record.offset + 1);
+                    let txn = (record.producer_id, record.producer_epoch);
+                    if !record.control && committed.contains(&txn) {
+                        let value = record.value.as_deref().unwrap_or_default();
+                        values.push(String::from_utf8_lossy(value).into_owned());
+                    }
+                }
+                if offset >= data.high_watermark || offset == before {
+                    break;
+                }
+            }
+        }
+        values.sort_unstable();
+        values
+    }
+}
+
 impl Drop for MockKafka {
     fn drop(&mut self) {
         let _ = self.process.kill();
@@ -502,8 +556,10 @@ impl Drop for MockKafka {
 /// transaction per checkpoint and worker, and restarts that commit what a kill left prepared.
 /// The mock checks every `EndTxn`'s transactional id, producer id and epoch (a restart's
 /// commit with anything but what the coordinator gave fails the job), but it keeps no
-/// transaction state, so aborted records stay visible: after kills this test can check that
-/// nothing is lost, not that nothing is duplicated.
+/// transaction state, so aborted records stay visible to its consumers. What a
+/// `read_committed` consumer of a real broker would read is therefore worked out here: the
+/// record batches (with their producer ids and epochs, read with the Kafka protocol) of the
+/// transactions that complete checkpoints list, the ones the protocol commits.
 #[test]
 fn exactly_once_kafka_output_on_the_mock_cluster() {
     let _alone = alone();
@@ -511,7 +567,8 @@ fn exactly_once_kafka_output_on_the_mock_cluster() {
     let mock = MockKafka::start(&["reference", "once", "crashed"]);
     let job_args = |topic: &str, delivery: &str, chk: Option<&Path>, workers: usize| {
         let output = format!(
-            "job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{topic}\", delivery=\"{delivery}\"}}",
+            "job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{topic}\", \
+             delivery=\"{delivery}\", compression=\"none\"}}",
             mock.address
         );
         job_args(input(), output, chk, workers)
@@ -530,10 +587,14 @@ fn exactly_once_kafka_output_on_the_mock_cluster() {
     // its checkpoint lists (the mock accepts only the right producer id and epoch).
     let chk = dir.path().join("crashed");
     let seed = 0x6d6f_636b_u64;
-    let args = job_args("crashed", "exactly-once", Some(&chk), 2);
+    let keep_all = |mut args: Vec<String>| {
+        args.extend(["--set".into(), "runtime.checkpoint.keep=1000000".into()]);
+        args
+    };
+    let args = keep_all(job_args("crashed", "exactly-once", Some(&chk), 2));
     let kills = crash_repeatedly(JOB, &args, &mut Moments(seed, 400), &chk, 5, 0);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
-    run_to_end(JOB, &job_args("crashed", "exactly-once", Some(&chk), 1));
+    run_to_end(JOB, &keep_all(job_args("crashed", "exactly-once", Some(&chk), 1)));
     let got = mock.values("crashed");
     let missing: Vec<&String> = expected.iter().filter(|v| got.binary_search(v).is_err()).collect();
     assert!(
@@ -542,6 +603,48 @@ fn exactly_once_kafka_output_on_the_mock_cluster() {
         missing.len(),
         missing.first()
     );
+    let committed = listed_transactions(&chk, JOB);
+    let committed_values = mock.committed_values("crashed", &committed);
+    eprintln!(
+        "{} records on the topic, {} in committed transactions",
+        got.len(),
+        committed_values.len()
+    );
+    let strings = |v: &[String]| v.iter().map(|s| Value::String(s.clone())).collect::<Vec<_>>();
+    assert_same_rows(
+        &strings(&committed_values),
+        &strings(&expected),
+        &format!("what read_committed would read after {kills} kills (seed {seed:#x})"),
+    );
+}
+
+/// The transactions (producer id, epoch) that the complete checkpoints of `job` in `chk`
+/// list: a checkpoint's transactions are committed when it completes, or by the restart that
+/// restores it (which fails the job if the coordinator refuses).
+fn listed_transactions(chk: &Path, job: &str) -> std::collections::HashSet<(i64, i16)> {
+    use tributary_connectors::kafka::txn::Prepared;
+    let mut listed = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(chk.join(job)).expect("checkpoints") {
+        let dir = entry.expect("entry").path();
+        let Ok(manifest) = std::fs::read(dir.join("MANIFEST.json")) else { continue };
+        let manifest: Value = serde_json::from_slice(&manifest).expect("a manifest");
+        // The parts of the run that completed it (a crashed run with more workers may have
+        // left parts of an incomplete checkpoint with the same number).
+        for worker in 0..manifest["workers"].as_u64().expect("workers") {
+            let path = dir.join(format!("worker-{worker:04}.bin"));
+            let bytes = std::fs::read(&path).expect("part");
+            let (_, states) = tributary_runtime::checkpoint::part_states(&bytes).expect("a part");
+            for (name, state) in states.iter().filter(|(name, _)| name.starts_with("sink:")) {
+                use tributary_runtime::checkpoint::decode;
+                // The writer's state, as the sink operator saved it.
+                let (_, prepared): (usize, Vec<Prepared>) = decode::<Vec<u8>>(state)
+                    .and_then(|writer| decode(&writer))
+                    .unwrap_or_else(|e| panic!("{name} in {}: {e}", path.display()));
+                listed.extend(prepared.iter().map(|p| (p.producer_id, p.epoch)));
+            }
+        }
+    }
+    listed
 }
 
 /// Files in, files out: `iot-stats` over a directory of readings (a JSON-lines file read in

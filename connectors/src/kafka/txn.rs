@@ -62,6 +62,35 @@ pub fn commit_prepared(brokers: &str, txn: &Prepared) -> Result<(), String> {
     }
 }
 
+/// A blocking connection to one broker that speaks the Kafka protocol itself, for requests
+/// the client library does not offer (finishing another producer's transaction, reading
+/// record batches with their producer ids).
+pub struct Connection {
+    stream: TcpStream,
+    address: String,
+    correlation: i32,
+    /// `(api key, min version, max version)` the broker supports.
+    versions: Vec<(i16, i16, i16)>,
+}
+
+impl Connection {
+    /// Connects to the first reachable broker of `brokers` (`host:port[,...]`) and asks which
+    /// API versions it supports.
+    pub fn connect(brokers: &str) -> Result<Connection, String> {
+        Connection::open_any(brokers).map_err(Attempt::reason)
+    }
+
+    /// Sends `request` at the highest version in `versions` the broker supports and waits
+    /// for its response.
+    pub fn request<R: Request>(
+        &mut self,
+        request: R,
+        versions: std::ops::RangeInclusive<i16>,
+    ) -> Result<R::Response, String> {
+        self.call(request, versions).map_err(Attempt::reason)
+    }
+}
+
 /// Whether the broker at `brokers` can run transactions (lists `EndTxn` among its APIs).
 pub fn supported(brokers: &str) -> Result<bool, String> {
     match Connection::open_any(brokers) {
@@ -73,6 +102,14 @@ pub fn supported(brokers: &str) -> Result<bool, String> {
 enum Attempt {
     Retry(String),
     Fail(String),
+}
+
+impl Attempt {
+    fn reason(self) -> String {
+        match self {
+            Attempt::Retry(reason) | Attempt::Fail(reason) => reason,
+        }
+    }
 }
 
 fn try_commit(brokers: &str, txn: &Prepared) -> Result<(), Attempt> {
@@ -116,14 +153,6 @@ fn classify(error: ResponseError, doing: &str) -> Attempt {
 }
 
 /// One blocking connection to a broker, speaking the versions both sides support.
-struct Connection {
-    stream: TcpStream,
-    address: String,
-    correlation: i32,
-    /// `(api key, min, max)` the broker supports.
-    versions: Vec<(i16, i16, i16)>,
-}
-
 impl Connection {
     fn open_any(brokers: &str) -> Result<Self, Attempt> {
         let mut last = Attempt::Fail(format!("no broker in `{brokers}`"));

@@ -113,7 +113,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WorkerPart {
     worker: usize,
-    states: Vec<(String, Vec<u8>)>,
+    states: States,
 }
 
 /// Serialises a state for a checkpoint (the encoding timely uses between processes).
@@ -318,6 +318,15 @@ fn latest(store: &dyn CheckpointStore, job: &str) -> Result<Option<Manifest>> {
         return Ok(Some(manifest));
     }
     Ok(None)
+}
+
+/// Every participant's saved state on one worker, `(name, bytes)` in build order.
+pub type States = Vec<(String, Vec<u8>)>;
+
+/// The worker and the participants' states of a worker part file (`chk-<n>/worker-<w>.bin`),
+/// for tools and tests that inspect a checkpoint.
+pub fn part_states(bytes: &[u8]) -> Result<(usize, States)> {
+    read_part(bytes).map(|part| (part.worker, part.states))
 }
 
 fn read_part(bytes: &[u8]) -> Result<WorkerPart> {
