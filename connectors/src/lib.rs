@@ -11,6 +11,7 @@ pub mod input;
 pub mod kafka;
 pub mod output;
 pub mod parquet;
+mod rate;
 mod replay;
 pub mod stdout;
 pub mod store;

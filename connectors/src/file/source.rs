@@ -19,7 +19,6 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -32,6 +31,7 @@ use tributary_runtime::{
 };
 
 use super::Format;
+use crate::rate::Rate;
 use crate::replay::Replay;
 
 /// JSON-lines files above this size are read by several workers in parallel.
@@ -234,6 +234,13 @@ struct Position {
     done: bool,
 }
 
+impl Position {
+    /// Read to its end with nothing left to re-read.
+    fn fully_read(&self) -> bool {
+        self.done && self.from.byte >= self.next && self.older.is_empty()
+    }
+}
+
 /// A unit not opened yet, and where to start it after a restore.
 #[derive(Debug)]
 struct Todo {
@@ -269,30 +276,6 @@ struct Lines {
     end: u64,
     line: u64,
     buf: Vec<u8>,
-}
-
-/// How many lines a rate-limited reader may read now.
-#[derive(Debug)]
-struct Rate {
-    per_second: f64,
-    started: Option<Instant>,
-    read: u64,
-}
-
-impl Rate {
-    fn new(per_second: f64) -> Rate {
-        Rate { per_second, started: None, read: 0 }
-    }
-
-    /// Lines allowed now, or how long to wait for the next.
-    fn allowance(&mut self) -> std::result::Result<u64, Duration> {
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let due = (started.elapsed().as_secs_f64() * self.per_second) as u64;
-        match due.saturating_sub(self.read) {
-            0 => Err(Duration::from_secs_f64(1.0 / self.per_second).max(Duration::from_millis(1))),
-            n => Ok(n),
-        }
-    }
 }
 
 /// One worker's share of a file source.
@@ -359,22 +342,21 @@ impl<D: Data + DeserializeOwned + Timestamped> SourceReader for FileReader<D> {
         };
         let mut cx = Context { name: &self.name, out, max_seen: &mut self.max_seen, budget };
         while cx.more() {
-            if self.open.is_none() {
+            let Some(reading) = self.open.as_mut() else {
                 let Some(todo) = self.todo.pop() else { break };
                 match open_unit(&self.files, &self.units, self.header, todo)? {
                     Ok(reading) => self.open = Some(reading),
                     Err(position) => self.done.push(position),
                 }
                 continue;
-            }
-            if self.open.as_mut().expect("opened above").read(&mut cx)? {
-                let reading = self.open.take().expect("read above");
-                let position = reading.position(&self.files, &self.units, true);
-                self.done.push(position);
+            };
+            if reading.read(&mut cx)? {
+                self.done.push(reading.position(&self.files, &self.units, true));
+                self.open = None;
             }
         }
         if let Some(rate) = self.rate.as_mut() {
-            rate.read += budget - cx.budget;
+            rate.use_up(budget - cx.budget);
         }
         if self.open.is_none() && self.todo.is_empty() {
             return Ok(Poll::Done);
@@ -437,8 +419,7 @@ impl<D> FileReader<D> {
     /// A unit of the checkpoint that the files listed now do not have: fine if it was read to
     /// its end (the file may have been removed since), an error otherwise.
     fn unknown_unit(&self, p: &Position) -> Result<()> {
-        let fully_read = p.done && p.from.byte >= p.next && p.older.is_empty();
-        if fully_read {
+        if p.fully_read() {
             tracing::warn!(source = %self.name, path = %p.path.display(), start = p.start,
                 "a file of the checkpoint, read to its end, is no longer listed");
             return Ok(());
@@ -469,7 +450,7 @@ fn open_unit(
     let unit = &units[todo.unit];
     let (path, format) = &files[unit.file];
     let (resume, replay) = match todo.resume {
-        Some((p, _)) if p.done && p.from.byte >= p.next && p.older.is_empty() => {
+        Some((p, _)) if p.fully_read() => {
             return Ok(Err(p));
         }
         Some((p, replay)) => (Some(p.from), replay),
@@ -689,6 +670,7 @@ mod tests {
     use std::path::Path;
     use std::sync::mpsc;
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     use serde::Deserialize;
     use timely::dataflow::operators::capture::{Capture, Event};

@@ -10,7 +10,7 @@ mod iot;
 mod market;
 mod nexmark;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tributary_runtime::checkpoint::{decode, encode};
@@ -20,6 +20,8 @@ use tributary_runtime::{
     ConfigError, Data, Emitter, Error, EventTime, HumanDuration, Poll, Result, Source,
     SourceContext, SourceReader,
 };
+
+use crate::rate::Rate;
 
 pub use self::iot::{
     DeviceInfo, DeviceRegistry, IotConfig, IotModel, IotReadings, RegistryModel, SensorKind,
@@ -178,9 +180,7 @@ impl<G: Generate> Source for Generator<G> {
             next: ctx.worker_index as u64,
             step: workers,
             end: pace.events.unwrap_or(u64::MAX),
-            per_worker_rate: pace.rate.map(|r| r / workers as f64),
-            started: None,
-            produced: 0,
+            rate: pace.rate.map(|r| Rate::new(r / workers as f64)),
             replay: None,
             after_cut: None,
         })
@@ -227,9 +227,7 @@ pub struct GeneratorReader<G: Generate> {
     next: u64,
     step: u64,
     end: u64,
-    per_worker_rate: Option<f64>,
-    started: Option<Instant>,
-    produced: u64,
+    rate: Option<Rate>,
     /// After a restore, until the indices generated before are passed.
     replay: Option<Replay>,
     /// The first index emitted at or after a pending checkpoint's cut.
@@ -241,15 +239,12 @@ impl<G: Generate> SourceReader for GeneratorReader<G> {
 
     fn poll(&mut self, out: &mut Emitter<'_, G::Item>) -> Result<Poll> {
         let mut budget = out.room() as u64;
-        if let Some(rate) = self.per_worker_rate {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let due = (started.elapsed().as_secs_f64() * rate) as u64;
-            budget = budget.min(due.saturating_sub(self.produced));
-            if budget == 0 {
-                let wait = Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1));
-                return Ok(Poll::Pending(wait));
-            }
+        match self.rate.as_mut().map(Rate::allowance) {
+            Some(Err(wait)) => return Ok(Poll::Pending(wait)),
+            Some(Ok(allowed)) => budget = budget.min(allowed),
+            None => {}
         }
+        let granted = budget;
         let model = &*self.model;
         while budget > 0 && self.next < self.end {
             let (time, item) = model.event(&mut self.state, self.next);
@@ -261,8 +256,10 @@ impl<G: Generate> SourceReader for GeneratorReader<G> {
                 self.after_cut = Some(self.next);
             }
             self.next = self.next.saturating_add(self.step);
-            self.produced += 1;
             budget -= 1;
+        }
+        if let Some(rate) = self.rate.as_mut() {
+            rate.use_up(granted - budget);
         }
         if self.next >= self.end {
             return Ok(Poll::Done);
