@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The Kafka tests run against a real broker, Tansu.
-scripts/install-tansu.sh
-export PATH="${HOME}/.cargo/bin:${PATH}"
+# The Kafka tests run against Apache Kafka (its jars in ~/.cache/tributary; Java and Maven
+# from apt if missing), each test binary starting its own brokers on free loopback ports.
+scripts/install-kafka.sh >/dev/null
 # The Parquet tests read the output with DuckDB and pyarrow.
 scripts/install-python-tools.sh
 # `tributary submit` is tested against a real OpenSSH server on a loopback port, and the

@@ -1,7 +1,9 @@
-//! Support shared by the end-to-end tests (`tests/`) and the benchmark harness (`bench`): a
-//! Tansu broker on a free loopback port, free ports, and waiting for another process.
+//! Support shared by the end-to-end tests (`tests/`) and the benchmark harness (`bench`): an
+//! Apache Kafka broker on free loopback ports, free ports, and waiting for another process.
 
-pub mod tansu;
+pub mod kafka;
+
+use std::time::Duration;
 
 /// `n` distinct free ports on 127.0.0.1, as `host:port` strings.
 pub fn free_addresses(n: usize) -> Vec<String> {
@@ -15,9 +17,16 @@ pub fn free_addresses(n: usize) -> Vec<String> {
 /// panics naming `what` if that takes longer than `timeout`. Tests use it only to watch a
 /// child process (a job or the broker) whose progress they cannot be told of; in-process
 /// dataflows are driven by their frontiers instead.
-pub fn wait_for<T>(
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    // The poll interval: the other process publishes nothing to wait on.
+    wait_for_every(what, timeout, Duration::from_millis(20), check)
+}
+
+/// [`wait_for`], calling `check` every `interval`.
+pub fn wait_for_every<T>(
     what: &str,
-    timeout: std::time::Duration,
+    timeout: Duration,
+    interval: Duration,
     mut check: impl FnMut() -> Option<T>,
 ) -> T {
     let deadline = std::time::Instant::now() + timeout;
@@ -26,7 +35,6 @@ pub fn wait_for<T>(
             return value;
         }
         assert!(std::time::Instant::now() < deadline, "waited {timeout:?} for {what}");
-        // The poll interval: the other process publishes nothing to wait on.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(interval);
     }
 }

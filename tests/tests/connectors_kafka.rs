@@ -1,4 +1,6 @@
-//! End-to-end tests of the Kafka source and sink against a real broker (Tansu on loopback).
+//! End-to-end tests of the Kafka source and sink against Apache Kafka on loopback: one broker
+//! shared by the tests here (each with topics of its own), and one of its own for the test that
+//! kills it.
 
 mod support;
 
@@ -6,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::kafka::{Isolation, Kafka};
 use support::run_job;
-use support::tansu::Tansu;
 
 /// A reading as JSON: `n` decides the device (of 50) and the event time (10 per ms).
 fn reading(n: u64) -> Vec<u8> {
@@ -22,16 +24,16 @@ fn count((_, value): &(Option<Vec<u8>>, Vec<u8>)) -> u64 {
     serde_json::from_slice::<Value>(value).expect("JSON")["count"].as_u64().expect("count")
 }
 
-fn kafka_args(tansu: &Tansu, input: &str, output: &str) -> Vec<String> {
+fn kafka_args(kafka: &Kafka, input: &str, output: &str) -> Vec<String> {
     vec![
         "--set".into(),
         format!(
             "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"{input}\"], bounded=true, \
              max_out_of_orderness=\"1s\"}}",
-            tansu.address
+            kafka.address
         ),
         "--set".into(),
-        format!("job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{output}\"}}", tansu.address),
+        format!("job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{output}\"}}", kafka.address),
         "--set".into(),
         "job.window=\"10s\"".into(),
     ]
@@ -46,23 +48,20 @@ fn run(args: &[String], extra: &[&str]) -> std::process::Output {
 #[test]
 fn every_record_is_counted_exactly_once_from_kafka_to_kafka() {
     const RECORDS: u64 = 1_000_000;
-    let tansu = Tansu::durable();
-    tansu.create_topic("readings", 4);
-    tansu.create_topic("stats", 2);
+    let kafka = Kafka::shared();
+    let readings = kafka.topic("readings", 4);
+    let stats = kafka.topic("stats", 2);
     // Keys spread the readings over the four partitions.
-    tansu.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    // Tansu 0.6's in-memory engine under-reports high watermarks (by about one producer batch
-    // per partition here), which would end a bounded read early; its SQLite engine reports them
-    // exactly. Check the broker first, so that a wrong count there is not blamed on the job.
-    assert_eq!(tansu.count("readings"), RECORDS as i64, "the broker holds every input record");
+    kafka.produce(&readings, (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(kafka.count(&readings), RECORDS as i64, "the broker holds every input record");
 
-    let out = run(&kafka_args(&tansu, "readings", "stats"), &["--workers", "2"]);
+    let out = run(&kafka_args(kafka, &readings, &stats), &["--workers", "2"]);
 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
     // 50 devices x 10 s windows over 100 s of event time.
-    let stats = tansu.consume("stats", 500, Duration::from_secs(10));
+    let stats = kafka.consume(&stats);
     let mut windows: BTreeMap<(u64, String), u64> = BTreeMap::new();
     for (key, value) in &stats {
         let v: Value = serde_json::from_slice(value).expect("JSON result");
@@ -80,18 +79,16 @@ fn every_record_is_counted_exactly_once_from_kafka_to_kafka() {
 #[test]
 fn metrics_count_every_record_and_the_consumer_lag_drains_to_zero() {
     const RECORDS: u64 = 10_000;
-    let tansu = Tansu::durable();
-    tansu.create_topic("lagging", 2);
-    tansu.produce("lagging", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(tansu.count("lagging"), RECORDS as i64, "the broker holds every input record");
+    let kafka = Kafka::shared();
+    let topic = kafka.topic("lagging", 2);
+    kafka.produce(&topic, (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(kafka.count(&topic), RECORDS as i64, "the broker holds every input record");
     let address = support::free_addresses(1).remove(0);
-    // Small fetches (16 KiB) make the read take seconds, so the lag is seen before it
-    // drains. Unbounded: the job keeps running once it has read everything.
+    // Read at 2000 records a second, so that the lag is seen before it drains. Unbounded:
+    // the job keeps running once it has read everything.
     let input = format!(
-        "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"lagging\"], properties={{\
-         \"fetch.max.bytes\"=\"65536\", \"message.max.bytes\"=\"65536\", \
-         \"max.partition.fetch.bytes\"=\"16384\"}}}}",
-        tansu.address
+        "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"{topic}\"], rate=2000}}",
+        kafka.address
     );
     let _job = support::job_command(
         "iot-stats",
@@ -112,9 +109,7 @@ fn metrics_count_every_record_and_the_consumer_lag_drains_to_zero() {
     // Every record produced is counted, and the lag of both partitions falls to zero.
     let caught_up = support::wait_for("every record read", Duration::from_secs(120), || {
         scrape().map(|(_, body)| body).filter(|body| {
-            let both = ["lagging/0", "lagging/1"]
-                .iter()
-                .all(|p| body.contains(&format!("partition=\"{p}\"")));
+            let both = (0..2).all(|p| body.contains(&format!("partition=\"{topic}/{p}\"")));
             read(body) >= RECORDS && both && lag(body) == 0
         })
     });
@@ -135,10 +130,10 @@ fn metrics_count_every_record_and_the_consumer_lag_drains_to_zero() {
 
 #[test]
 fn malformed_records_are_dead_lettered_while_good_records_flow() {
-    let tansu = Tansu::memory();
-    tansu.create_topic("raw", 1);
-    tansu.create_topic("stats", 1);
-    tansu.create_topic("dead", 1);
+    let kafka = Kafka::shared();
+    let raw = kafka.topic("raw", 1);
+    let stats = kafka.topic("stats", 1);
+    let dead = kafka.topic("dead", 1);
     let huge = vec![b'{'; 1_000_000];
     let records: Vec<Vec<u8>> = vec![
         reading(0),
@@ -148,34 +143,34 @@ fn malformed_records_are_dead_lettered_while_good_records_flow() {
         huge,
         reading(50),
     ];
-    tansu.produce("raw", records.into_iter().map(|r| (None, r)));
+    kafka.produce(&raw, records.into_iter().map(|r| (None, r)));
 
-    let mut args = kafka_args(&tansu, "raw", "stats");
+    let mut args = kafka_args(kafka, &raw, &stats);
     args.push("--set".into());
     args.push(format!(
-        "job.dead_letters={{kind=\"kafka\", brokers=\"{}\", topic=\"dead\"}}",
-        tansu.address
+        "job.dead_letters={{kind=\"kafka\", brokers=\"{}\", topic=\"{dead}\"}}",
+        kafka.address
     ));
     let out = run(&args, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     for offset in 1..=4 {
         assert!(
-            stderr.contains(&format!("raw/0@{offset}")),
+            stderr.contains(&format!("{raw}/0@{offset}")),
             "offset {offset} not reported: {stderr}"
         );
     }
 
-    let dead = tansu.consume("dead", 4, Duration::from_secs(10));
+    let dead = kafka.consume(&dead);
     let letters: Vec<Value> =
         dead.iter().map(|(_, v)| serde_json::from_slice(v).expect("JSON dead letter")).collect();
     let locations: Vec<&str> =
         letters.iter().map(|l| l["location"].as_str().expect("location")).collect();
-    assert_eq!(locations, ["raw/0@1", "raw/0@2", "raw/0@3", "raw/0@4"]);
+    assert_eq!(locations, (1..=4).map(|o| format!("{raw}/0@{o}")).collect::<Vec<_>>());
     assert_eq!(letters[2]["reason"], "empty value");
     assert_eq!(letters[3]["payload"].as_str().expect("payload").len(), 4096, "payload cut");
 
-    let stats = tansu.consume("stats", 1, Duration::from_secs(10));
+    let stats = kafka.consume(&stats);
     assert_eq!(stats.len(), 1, "device 0's window");
     let v: Value = serde_json::from_slice(&stats[0].1).expect("JSON");
     assert_eq!(v["count"], 2, "the two good readings: {v}");
@@ -183,9 +178,9 @@ fn malformed_records_are_dead_lettered_while_good_records_flow() {
 
 #[test]
 fn a_missing_topic_is_a_configuration_error() {
-    let tansu = Tansu::memory();
-    tansu.create_topic("stats", 1);
-    let out = run(&kafka_args(&tansu, "no-such-topic", "stats"), &[]);
+    let kafka = Kafka::shared();
+    let stats = kafka.topic("stats", 1);
+    let out = run(&kafka_args(kafka, "no-such-topic", &stats), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("job.input.topics") && stderr.contains("no-such-topic"), "{stderr}");
@@ -194,13 +189,13 @@ fn a_missing_topic_is_a_configuration_error() {
 #[test]
 fn the_job_rides_out_a_broker_restart() {
     const RECORDS: u64 = 200_000;
-    let mut tansu = Tansu::durable();
-    tansu.create_topic("readings", 2);
-    tansu.create_topic("stats", 1);
-    tansu.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(tansu.count("readings"), RECORDS as i64, "the broker holds every input record");
+    let mut kafka = Kafka::start();
+    kafka.create_topic("readings", 2);
+    kafka.create_topic("stats", 1);
+    kafka.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(kafka.count("readings"), RECORDS as i64, "the broker holds every input record");
 
-    let mut args = kafka_args(&tansu, "readings", "stats");
+    let mut args = kafka_args(&kafka, "readings", "stats");
     args[1] = args[1].replace("bounded=true", "bounded=true, commit_interval=\"100ms\"");
     let all: Vec<&str> = args.iter().map(String::as_str).collect();
     let job = support::job_command("iot-stats", &all)
@@ -211,15 +206,15 @@ fn the_job_rides_out_a_broker_restart() {
 
     // Once the job has committed some offsets but not all, kill the broker and restart it.
     let done = support::wait_for("the job to commit offsets", Duration::from_secs(120), || {
-        Some(tansu.committed("tributary", "readings", 2).unwrap_or(0)).filter(|&n| n > 0)
+        Some(kafka.committed("tributary", "readings", 2).unwrap_or(0)).filter(|&n| n > 0)
     });
     assert!(done < RECORDS as i64, "the job finished before the broker could be killed");
-    tansu.restart();
+    kafka.restart();
 
     let out = job.wait_with_output().expect("the job ends");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let stats = tansu.consume("stats", 100, Duration::from_secs(10));
+    let stats = kafka.consume("stats");
     let total: u64 = stats.iter().map(count).sum();
     assert_eq!(stats.len(), 100, "50 devices x 2 windows of 10 s");
     assert_eq!(total, RECORDS, "nothing lost across the restart");
@@ -228,15 +223,15 @@ fn the_job_rides_out_a_broker_restart() {
 #[test]
 fn flow_control_pauses_partitions_without_losing_or_repeating_records() {
     const RECORDS: u64 = 40_000;
-    let tansu = Tansu::durable();
-    tansu.create_topic("readings", 2);
-    tansu.create_topic("stats", 1);
-    tansu.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(tansu.count("readings"), RECORDS as i64, "the broker holds every input record");
+    let kafka = Kafka::shared();
+    let readings = kafka.topic("readings", 2);
+    let stats = kafka.topic("stats", 1);
+    kafka.produce(&readings, (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(kafka.count(&readings), RECORDS as i64, "the broker holds every input record");
 
     // A limit far below one source batch: the sources pause and resume (librdkafka drops what
     // it fetched ahead and fetches it again from the next unread offset).
-    let mut args = kafka_args(&tansu, "readings", "stats");
+    let mut args = kafka_args(kafka, &readings, &stats);
     args.extend(["--workers", "2", "--set", "runtime.max_in_flight=100"].map(String::from));
     let all: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = support::job_command("iot-stats", &all)
@@ -255,7 +250,7 @@ fn flow_control_pauses_partitions_without_losing_or_repeating_records() {
         .sum();
     assert!(pauses > 0, "the sources paused: {stderr}");
 
-    let stats = tansu.consume("stats", 50, Duration::from_secs(10));
+    let stats = kafka.consume(&stats);
     let total: u64 = stats.iter().map(count).sum();
     assert_eq!(stats.len(), 50, "50 devices x 1 window of 10 s");
     assert_eq!(total, RECORDS, "every reading counted once across {pauses} pauses");
@@ -265,12 +260,12 @@ fn flow_control_pauses_partitions_without_losing_or_repeating_records() {
 fn partitions_added_while_the_job_runs_are_read() {
     const BEFORE: u64 = 2_000;
     const AFTER: u64 = 1_000;
-    let mut tansu = Tansu::durable();
-    tansu.create_topic("readings", 2);
-    tansu.create_topic("stats", 1);
-    tansu.produce("readings", (0..BEFORE).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    let kafka = Kafka::shared();
+    let readings = kafka.topic("readings", 2);
+    let stats = kafka.topic("stats", 1);
+    kafka.produce(&readings, (0..BEFORE).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
 
-    let mut args = kafka_args(&tansu, "readings", "stats");
+    let mut args = kafka_args(kafka, &readings, &stats);
     args[1] = args[1].replace(
         "bounded=true",
         "bounded=false, commit_interval=\"100ms\", partition_discovery=\"200ms\"",
@@ -283,17 +278,17 @@ fn partitions_added_while_the_job_runs_are_read() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the job starts");
-    let committed = |partitions| tansu.committed("tributary", "readings", partitions);
+    let committed = |partitions| kafka.committed("tributary", &readings, partitions);
     support::wait_for("the job to read the first records", Duration::from_secs(60), || {
         committed(2).filter(|&n| n == BEFORE as i64)
     });
 
-    tansu.add_partitions("readings", 4);
+    // CreatePartitions while the job runs; the source finds them at its next discovery.
+    kafka.add_partitions(&readings, 4);
     for (i, partition) in [2, 3].into_iter().enumerate() {
         let half = BEFORE + i as u64 * AFTER / 2..BEFORE + (i as u64 + 1) * AFTER / 2;
-        tansu.produce_to("readings", partition, half.map(|n| (None, reading(n))));
+        kafka.produce_to(&readings, partition, half.map(|n| (None, reading(n))));
     }
-    let committed = |partitions| tansu.committed("tributary", "readings", partitions);
     support::wait_for("the job to read the new partitions", Duration::from_secs(60), || {
         committed(4).filter(|&n| n == (BEFORE + AFTER) as i64)
     });
@@ -307,43 +302,42 @@ fn partitions_added_while_the_job_runs_are_read() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("new partitions"), "{stderr}");
-    let total: u64 =
-        tansu.consume("stats", usize::MAX, Duration::from_secs(3)).iter().map(count).sum();
+    let total: u64 = kafka.consume(&stats).iter().map(count).sum();
     assert_eq!(total, BEFORE + AFTER, "every reading counted once, old partitions and new");
 }
 
-/// Runs iot-stats over `readings` from `start` (a TOML value, bounded) into `output`; returns
-/// the sum of the counts it wrote.
-fn counted_from(tansu: &Tansu, start: &str, output: &str) -> u64 {
-    tansu.create_topic(output, 1);
+/// Runs iot-stats over `readings` from `start` (a TOML value, bounded) into a new topic;
+/// returns the sum of the counts it wrote.
+fn counted_from(kafka: &Kafka, readings: &str, start: &str) -> u64 {
+    let output = kafka.topic("counts", 1);
     let input = format!(
-        "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"readings\"], bounded=true, \
+        "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"{readings}\"], bounded=true, \
          group_id=\"resume\", start={start}}}",
-        tansu.address
+        kafka.address
     );
     let output_arg =
-        format!("job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{output}\"}}", tansu.address);
+        format!("job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{output}\"}}", kafka.address);
     let out = run_job("iot-stats", &["--set", &input, "--set", &output_arg]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    tansu.consume(output, usize::MAX, Duration::from_secs(2)).iter().map(count).sum()
+    kafka.consume(&output).iter().map(count).sum()
 }
 
 #[test]
 fn start_position_timestamp_skips_older_records() {
-    let tansu = Tansu::durable();
-    tansu.create_topic("readings", 2);
-    tansu.produce("readings", (0..40).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    let kafka = Kafka::shared();
+    let readings = kafka.topic("readings", 2);
+    kafka.produce(&readings, (0..40).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
     // Kafka timestamps are the producer's clock, in milliseconds: start one past now, and
     // produce the second batch once the clock has passed it.
     let start = tributary_runtime::time::now_event_time() + 1;
     while tributary_runtime::time::now_event_time() <= start {
         std::hint::spin_loop();
     }
-    tansu.produce("readings", (40..65).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    kafka.produce(&readings, (40..65).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
     let start =
         format!("{{ timestamp = \"{}\" }}", tributary_runtime::time::format_event_time(start));
-    assert_eq!(counted_from(&tansu, &start, "from-time"), 25, "only the second batch");
+    assert_eq!(counted_from(kafka, &readings, &start), 25, "only the second batch");
 }
 
 #[test]
@@ -359,9 +353,9 @@ fn changelog_mode_sends_tombstones_for_deletions() {
         deleted: bool,
     }
 
-    let tansu = Tansu::memory();
-    tansu.create_topic("totals", 1);
-    let config = KafkaSinkConfig::new(tansu.address.clone(), "totals");
+    let kafka = Kafka::shared();
+    let totals = kafka.compacted_topic("totals", 1);
+    let config = KafkaSinkConfig::new(kafka.address.clone(), &totals);
     let sink = KafkaSink::new("totals", &config)
         .expect("valid sink")
         .keyed(|t: &Total| Some(t.key.as_bytes().to_vec()))
@@ -374,7 +368,7 @@ fn changelog_mode_sends_tombstones_for_deletions() {
     timely::example(move |scope| {
         changes.to_stream(scope).container::<Vec<Total>>().sink_to(&sink);
     });
-    let records = tansu.consume_records("totals", 3, Duration::from_secs(10));
+    let records = kafka.records(&totals, Isolation::ReadCommitted);
     let key = |k: &str| Some(k.as_bytes().to_vec());
     assert_eq!(
         records,
@@ -388,14 +382,14 @@ fn changelog_mode_sends_tombstones_for_deletions() {
 
 #[test]
 fn start_positions_latest_and_committed() {
-    let tansu = Tansu::durable();
-    tansu.create_topic("readings", 2);
-    tansu.produce("readings", (0..100).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(counted_from(&tansu, "\"latest\"", "from-latest"), 0, "nothing after the end");
-    assert_eq!(counted_from(&tansu, "\"earliest\"", "first-run"), 100);
+    let kafka = Kafka::shared();
+    let readings = kafka.topic("readings", 2);
+    kafka.produce(&readings, (0..100).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(counted_from(kafka, &readings, "\"latest\""), 0, "nothing after the end");
+    assert_eq!(counted_from(kafka, &readings, "\"earliest\""), 100);
     // The first run committed what it read; a run from the committed offsets sees only news.
-    tansu.produce("readings", (100..130).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(counted_from(&tansu, "\"committed\"", "second-run"), 30);
+    kafka.produce(&readings, (100..130).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(counted_from(kafka, &readings, "\"committed\""), 30);
 }
 
 /// A reading of the table-join test.
@@ -420,15 +414,15 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
     use tributary_connectors::{Format, KafkaSource, KafkaSourceConfig};
     use tributary_operators::{Change, KeyBy, Keyed};
 
-    let tansu = Tansu::durable();
-    tansu.create_topic("registry", 2);
-    tansu.create_topic("device-readings", 2);
+    let kafka = Kafka::shared();
+    let registry = kafka.compacted_topic("registry", 2);
+    let device_readings = kafka.topic("device-readings", 2);
     let json = |s: &str| Some(s.as_bytes().to_vec());
     let key = |s: &str| Some(s.as_bytes().to_vec());
     // dev-1 is at site a from 1 s and at b from 5 s; dev-2 is at c from 1 s until a
     // tombstone at 4 s; dev-3 is never registered.
-    tansu.produce_records(
-        "registry",
+    kafka.produce_records(
+        &registry,
         [
             (key("dev-1"), json(r#""a""#), Some(1_000)),
             (key("dev-2"), json(r#""c""#), Some(1_000)),
@@ -439,8 +433,8 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
     let reading = |device: &str, ts: u64| {
         (key(device), format!(r#"{{"device":"{device}","ts":{ts}}}"#).into_bytes())
     };
-    tansu.produce(
-        "device-readings",
+    kafka.produce(
+        &device_readings,
         [
             reading("dev-1", 2_000),
             reading("dev-2", 2_000),
@@ -450,12 +444,12 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
         ],
     );
 
-    let mut registry = KafkaSourceConfig::new(tansu.address.clone(), &["registry"]);
+    let mut registry = KafkaSourceConfig::new(kafka.address.clone(), &[&registry]);
     registry.bounded = true;
     let registry: KafkaSource<ChangelogRecord<String>> =
         KafkaSource::with_decoder("registry", &registry, ChangelogDecoder(Format::Json))
             .expect("the registry topic exists");
-    let mut readings = KafkaSourceConfig::new(tansu.address.clone(), &["device-readings"]);
+    let mut readings = KafkaSourceConfig::new(kafka.address.clone(), &[&device_readings]);
     readings.bounded = true;
     let readings: KafkaSource<DeviceReading> =
         KafkaSource::new("readings", &readings).expect("the readings topic exists");
@@ -485,24 +479,4 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
             row("dev-3", 3_000, None),
         ]
     );
-}
-
-#[test]
-fn exactly_once_on_a_broker_without_transactions_is_a_configuration_error() {
-    let tansu = Tansu::durable();
-    tansu.create_topic("readings", 1);
-    tansu.create_topic("stats", 1);
-    tansu.produce("readings", (0..1000).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    let mut args = kafka_args(&tansu, "readings", "stats");
-    let output = args.iter_mut().find(|a| a.contains("topic=\"stats\"")).expect("output");
-    *output = output.replace("topic=\"stats\"", "topic=\"stats\", delivery=\"exactly-once\"");
-
-    // Tansu 0.6 has no transactions: refused at start-up, naming the setting.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let checkpoints = format!("runtime.checkpoint.dir=\"{}\"", dir.path().display());
-    let out = run(&args, &["--set", &checkpoints]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("job.output.delivery") && stderr.contains("no EndTxn"), "{stderr}");
-    assert_eq!(tansu.count("stats"), 0);
 }

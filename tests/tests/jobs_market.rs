@@ -1,15 +1,14 @@
 //! End-to-end tests of the trading jobs against DuckDB SQL over the same input events:
 //! `market-candles` and `market-tca` from files to Parquet (read back by DuckDB), and
-//! `market-movers` from Kafka (Tansu) to Kafka.
+//! `market-movers` from Kafka to Kafka (Apache Kafka on loopback).
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
-use support::tansu::Tansu;
+use support::kafka::Kafka;
 use support::{duckdb, run_job};
 
 /// The generator of every test: 8 symbols, 2 venues, `events` trades (and as many quotes)
@@ -173,11 +172,11 @@ fn movers_from_kafka_to_kafka_match_duckdb_over_the_trades() {
     let dir = tempfile::tempdir().expect("temp dir");
     produce_files(dir.path(), events);
 
-    let tansu = Tansu::durable();
-    tansu.create_topic("trades", 2);
-    tansu.create_topic("instruments", 1);
-    tansu.create_topic("movers", 1);
-    let brokers = &tansu.address;
+    let broker = Kafka::shared();
+    broker.create_topic("trades", 2);
+    broker.create_compacted_topic("instruments", 1);
+    broker.create_topic("movers", 1);
+    let brokers = &broker.address;
     let kafka =
         |topic: &str| format!("{{kind=\"kafka\", brokers=\"{brokers}\", topic=\"{topic}\"}}");
     let mut flags = generator_flags(events);
@@ -209,7 +208,7 @@ fn movers_from_kafka_to_kafka_match_duckdb_over_the_trades() {
     ));
     assert_eq!(expected.len(), 5 * 5, "five movers in each of the five minutes");
     let mut got: BTreeMap<(u64, u64), Value> = BTreeMap::new();
-    for (key, value) in tansu.consume("movers", expected.len(), Duration::from_secs(10)) {
+    for (key, value) in broker.consume("movers") {
         let m: Value = serde_json::from_slice(&value).expect("JSON mover");
         assert_eq!(key.as_deref(), m["window_start"].as_str().map(str::as_bytes), "by minute");
         let start = tributary_runtime::time::parse_event_time(

@@ -9,10 +9,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::tansu::Tansu;
+use support::kafka::{Isolation, Kafka};
 use support::{
     iot_stats_rows as rows, job_command, latest_checkpoint, parquet_output, read_parquet, run_job,
-    wait_for, PACED_READINGS,
+    wait_for_every, PACED_READINGS,
 };
 
 /// `iot-stats` over [`PACED_READINGS`] into Parquet files in `out`.
@@ -94,13 +94,15 @@ impl Moments {
     }
 }
 
-/// Kills `job` started with `args` at random moments until it has been killed `kills` times
-/// (or ends by itself); returns how often it was killed. Each kill follows a checkpoint with
-/// a cut of at least `min_cut`.
+/// Kills `job` at random moments until it has been killed `kills` times (or ends by
+/// itself); returns how often it was killed. Run `n` (from 0) is started with `args(n)` and
+/// killed at the first moment, `delay()` or more after it completed a checkpoint with a cut
+/// of at least `min_cut`, at which `ready(n)` holds.
 fn crash_repeatedly(
     job: &str,
-    args: &[String],
-    moments: &mut Moments,
+    args: &dyn Fn(usize) -> Vec<String>,
+    delay: &mut dyn FnMut() -> Duration,
+    ready: &dyn Fn(usize) -> bool,
     chk: &Path,
     kills: usize,
     min_cut: u64,
@@ -108,7 +110,8 @@ fn crash_repeatedly(
     let mut killed = 0;
     while killed < kills {
         let before = latest_checkpoint(chk, job);
-        if !kill_after(job, args, chk, moments.next_delay(), min_cut) {
+        let ready = || ready(killed);
+        if !kill_after(job, &args(killed), chk, delay(), &ready, min_cut) {
             break;
         }
         killed += 1;
@@ -119,9 +122,18 @@ fn crash_repeatedly(
 }
 
 /// Starts `job` with `args` and kills it with SIGKILL `delay` after it has completed a
-/// checkpoint beyond those in `chk` with a cut of at least `min_cut`, unless it ends first;
-/// returns whether it was killed.
-fn kill_after(job: &str, args: &[String], chk: &Path, delay: Duration, min_cut: u64) -> bool {
+/// checkpoint beyond those in `chk` with a cut of at least `min_cut`, once `ready()` holds,
+/// unless it ends first; returns whether it was killed. The checkpoint directory is watched
+/// every millisecond, so that a kill `delay` zero lands within about a millisecond of the
+/// checkpoint's completion, typically before its output is committed.
+fn kill_after(
+    job: &str,
+    args: &[String],
+    chk: &Path,
+    delay: Duration,
+    ready: &dyn Fn() -> bool,
+    min_cut: u64,
+) -> bool {
     let before = latest_checkpoint(chk, job);
     let mut child = job_command(job, &args.iter().map(String::as_str).collect::<Vec<_>>())
         .stdin(Stdio::null())
@@ -130,9 +142,10 @@ fn kill_after(job: &str, args: &[String], chk: &Path, delay: Duration, min_cut: 
         .spawn()
         .expect("the test-job binary runs");
     let mut moment = None;
-    let ended = wait_for(
+    let ended = wait_for_every(
         "the job to end or the moment to kill it",
         Duration::from_secs(120),
+        Duration::from_millis(1),
         || match child.try_wait().expect("child status") {
             Some(status) => {
                 assert!(status.success(), "the job failed before it was killed: {status}");
@@ -143,7 +156,7 @@ fn kill_after(job: &str, args: &[String], chk: &Path, delay: Duration, min_cut: 
                 if moment.is_none() && latest > before && cut_of(chk, job, latest) >= min_cut {
                     moment = Some(Instant::now() + delay);
                 }
-                moment.is_some_and(|m| Instant::now() >= m).then_some(false)
+                (moment.is_some_and(|m| Instant::now() >= m) && ready()).then_some(false)
             }
         },
     );
@@ -174,10 +187,12 @@ fn killed_at_random_moments_and_restarted_the_output_is_exactly_once() {
     let out = dir.path().join("out");
     let chk = dir.path().join("chk");
     let seed = 0x5eed_2026_u64;
+    let mut moments = Moments(seed, 400);
     let kills = crash_repeatedly(
         "iot-stats",
-        &args(&out, Some(&chk), 2),
-        &mut Moments(seed, 400),
+        &|_| args(&out, Some(&chk), 2),
+        &mut || moments.next_delay(),
+        &|_| true,
         &chk,
         6,
         0,
@@ -206,7 +221,7 @@ fn a_restart_with_another_worker_count_gives_the_same_output() {
     for workers in [1, 2] {
         let start = latest_checkpoint(&chk, "iot-stats");
         let job = args(&out, Some(&chk), workers);
-        assert!(kill_after("iot-stats", &job, &chk, moments.next_delay(), 0));
+        assert!(kill_after("iot-stats", &job, &chk, moments.next_delay(), &|| true, 0));
         let end = latest_checkpoint(&chk, "iot-stats");
         assert!(end > start, "a checkpoint completed with {workers} worker(s)");
     }
@@ -305,8 +320,9 @@ fn recovers_exactly(
     seed: u64,
 ) {
     let (out, chk) = (dir.join("out"), dir.join("chk"));
-    let kills =
-        crash_repeatedly(job, &job_args(&out, Some(&chk), 2), &mut Moments(seed, 400), &chk, 5, 0);
+    let mut moments = Moments(seed, 400);
+    let args = |_| job_args(&out, Some(&chk), 2);
+    let kills = crash_repeatedly(job, &args, &mut || moments.next_delay(), &|_| true, &chk, 5, 0);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
     run_to_end(job, &job_args(&out, Some(&chk), 1));
     assert_same_rows(&rows(&out), expected, &format!("after {kills} kills (seed {seed:#x})"));
@@ -363,25 +379,23 @@ fn naive_deviations(records: u64) -> Vec<Value> {
         .collect()
 }
 
-/// Kafka on Tansu → per-device and per-site windows → window join → Parquet, killed at
-/// random moments; checked against a naive recomputation and a crash-free run.
+/// Kafka → per-device and per-site windows → window join → Parquet, killed at random
+/// moments; checked against a naive recomputation and a crash-free run.
 #[test]
 fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
     let _alone = alone();
     const RECORDS: u64 = 300_000;
     const JOB: &str = "iot-deviation";
-    let tansu = Tansu::durable();
-    // One partition per worker: Tansu serves a consumer's partitions one after the other,
-    // so with two per worker the watermark would stand still until the second one starts.
-    tansu.create_topic("readings", 2);
-    tansu.produce("readings", (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
-    assert_eq!(tansu.count("readings"), RECORDS as i64, "the broker holds every input record");
+    let kafka = Kafka::shared();
+    let readings = kafka.topic("readings", 4);
+    kafka.produce(&readings, (0..RECORDS).map(|n| (Some(n.to_string().into_bytes()), reading(n))));
+    assert_eq!(kafka.count(&readings), RECORDS as i64, "the broker holds every input record");
     let input = vec![
         "--set".to_owned(),
         format!(
-            "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"readings\"], bounded=true, \
-             max_out_of_orderness=\"1s\", group_id=\"crash\"}}",
-            tansu.address
+            "job.input={{kind=\"kafka\", brokers=\"{}\", topics=[\"{readings}\"], bounded=true, \
+             max_out_of_orderness=\"1s\", group_id=\"crash\", rate=100000}}",
+            kafka.address
         ),
         "--set".to_owned(),
         "job.window=\"1s\"".to_owned(),
@@ -393,15 +407,9 @@ fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
             out.display()
         );
         let mut args = job_args(input.clone(), output, chk, workers);
-        // Reading from Kafka is fast: checkpoint often, so that every run ends in a kill. A
-        // worker whose consumer gets its first records late (seconds, on Tansu) would let the
-        // other read far ahead, and a cut lies above everything read: keep them aligned.
-        args.extend([
-            "--set".into(),
-            "runtime.checkpoint.interval=\"50ms\"".into(),
-            "--set".into(),
-            "runtime.watermarks.max_drift=\"1s\"".into(),
-        ]);
+        // Read at 100 000 records a second (a run lasts about 3 s) and checkpoint often, so
+        // that every run ends in a kill.
+        args.extend(["--set".into(), "runtime.checkpoint.interval=\"50ms\"".into()]);
         args
     };
 
@@ -415,236 +423,108 @@ fn kafka_window_join_to_parquet_killed_at_random_moments_is_exactly_once() {
     let chk = dir.path().join("chk");
     let seed = 0x4b61_666b_u64;
     // Every kill follows a checkpoint cut inside the data (not one taken before the first
-    // record arrived), so each restart restores windows, join state and offsets mid-stream,
-    // and comes within 40 ms of it: a restarted run's first checkpoint completes only after
-    // its consumers' first fetches (seconds on Tansu), by when the job may be far along.
+    // record arrived), so each restart restores windows, join state and offsets mid-stream;
+    // the worker count changes from run to run (2, 1, 3, 2, 1, ...).
+    let mut moments = Moments(seed, 40);
     let kills = crash_repeatedly(
         JOB,
-        &job_args(&out, Some(&chk), 2),
-        &mut Moments(seed, 40),
+        &|run| job_args(&out, Some(&chk), [2, 1, 3][run % 3]),
+        &mut || moments.next_delay(),
+        &|_| true,
         &chk,
         5,
         BASE_TS + 1000,
     );
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
-    // Finish with one worker: partitions are matched by topic and number, so the restore
-    // does not depend on the worker count.
-    run_to_end(JOB, &job_args(&out, Some(&chk), 1));
+    // Partitions are matched by topic and number, so the restore does not depend on the
+    // worker count.
+    run_to_end(JOB, &job_args(&out, Some(&chk), 2));
     assert_same_rows(
         &deviation_rows(&out),
         &expected,
         &format!("after {kills} kills (seed {seed:#x})"),
     );
     // Offsets reach the group as checkpoints complete; after the last, the whole topic.
-    let committed = tansu.committed("crash", "readings", 2);
+    let committed = kafka.committed("crash", &readings, 4);
     assert_eq!(committed, Some(RECORDS as i64), "offsets committed by the last checkpoint");
 }
 
-/// librdkafka's mock cluster, served by the `mock-kafka` helper process until dropped.
-struct MockKafka {
-    process: std::process::Child,
-    address: String,
+/// The values of `records`, sorted.
+fn sorted_values(records: Vec<support::kafka::KafkaRecord>) -> Vec<String> {
+    let value = |v: Option<Vec<u8>>| String::from_utf8(v.expect("a value")).expect("UTF-8 JSON");
+    let mut values: Vec<String> = records.into_iter().map(|(_, v)| value(v)).collect();
+    values.sort_unstable();
+    values
 }
 
-impl MockKafka {
-    fn start(topics: &[&str]) -> Self {
-        use std::io::BufRead;
-        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_mock-kafka"))
-            .args(topics.iter().map(|t| format!("{t}:2")))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("mock-kafka runs");
-        let mut address = String::new();
-        let stdout = process.stdout.take().expect("stdout");
-        std::io::BufReader::new(stdout).read_line(&mut address).expect("the mock's address");
-        MockKafka { process, address: address.trim().to_owned() }
-    }
-
-    /// Every record value in `topic` (2 partitions), sorted. The mock shows records of
-    /// aborted transactions too: it keeps no transaction state.
-    fn values(&self, topic: &str) -> Vec<String> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::Message;
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &self.address)
-            .set("group.id", "check")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("consumer");
-        let mut partitions = rdkafka::TopicPartitionList::new();
-        for p in 0..2 {
-            partitions.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("add");
-        }
-        consumer.assign(&partitions).expect("assign");
-        let (mut values, mut ended) = (Vec::new(), 0);
-        while ended < 2 {
-            match consumer.poll(Duration::from_secs(10)).expect("a record or the end in 10 s") {
-                Ok(m) => values.push(String::from_utf8_lossy(m.payload().expect("value")).into()),
-                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => ended += 1,
-                Err(e) => panic!("reading {topic}: {e}"),
-            }
-        }
-        values.sort_unstable();
-        values
-    }
-}
-
-impl MockKafka {
-    /// The values of `topic`'s records (2 partitions) written by the `committed` transactions
-    /// (producer id, epoch), sorted: what a `read_committed` consumer of a broker that keeps
-    /// transaction state would read.
-    fn committed_values(
-        &self,
-        topic: &str,
-        committed: &std::collections::HashSet<(i64, i16)>,
-    ) -> Vec<String> {
-        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-        use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
-        use kafka_protocol::protocol::StrBytes;
-        use kafka_protocol::records::RecordBatchDecoder;
-        let mut broker = tributary_connectors::kafka::txn::Connection::connect(&self.address)
-            .expect("a connection to the mock");
-        let mut values = Vec::new();
-        for partition in 0..2 {
-            let mut offset = 0;
-            loop {
-                let request = FetchRequest::default()
-                    .with_replica_id(BrokerId(-1))
-                    .with_max_wait_ms(0)
-                    .with_min_bytes(1)
-                    .with_max_bytes(64 << 20)
-                    .with_topics(vec![FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-                        .with_partitions(vec![FetchPartition::default()
-                            .with_partition(partition)
-                            .with_fetch_offset(offset)
-                            .with_partition_max_bytes(64 << 20)])]);
-                let response = broker.request(request, 4..=11).expect("a fetch response");
-                let data = &response.responses[0].partitions[0];
-                assert_eq!(data.error_code, 0, "fetch {topic}/{partition}@{offset}");
-                let mut records = data.records.clone().unwrap_or_default();
-                let batches = RecordBatchDecoder::decode_all(&mut records).expect("record batches");
-                let before = offset;
-                for record in batches.iter().flat_map(|b| &b.records) {
-                    offset = offset.max(record.offset + 1);
-                    let txn = (record.producer_id, record.producer_epoch);
-                    if !record.control && committed.contains(&txn) {
-                        let value = record.value.as_deref().unwrap_or_default();
-                        values.push(String::from_utf8_lossy(value).into_owned());
-                    }
-                }
-                if offset >= data.high_watermark || offset == before {
-                    break;
-                }
-            }
-        }
-        values.sort_unstable();
-        values
-    }
-}
-
-impl Drop for MockKafka {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-/// `iot-stats` → Kafka with `delivery = "exactly-once"` on librdkafka's mock cluster: a
-/// transaction per checkpoint and worker, and restarts that commit what a kill left prepared.
-/// The mock checks every `EndTxn`'s transactional id, producer id and epoch (a restart's
-/// commit with anything but what the coordinator gave fails the job), but it keeps no
-/// transaction state, so aborted records stay visible to its consumers. What a
-/// `read_committed` consumer of a real broker would read is therefore worked out here: the
-/// record batches (with their producer ids and epochs, read with the Kafka protocol) of the
-/// transactions that complete checkpoints list, the ones the protocol commits.
+/// `iot-stats` → Kafka with `delivery = "exactly-once"` on Apache Kafka, killed with SIGKILL
+/// at least five times, the worker count changing between runs (2, 3, 1, ...): a
+/// `read_committed` consumer of the output topic reads exactly the rows of a crash-free run.
+/// Every other kill lands within about a millisecond of a checkpoint's completion, before
+/// its transactions are committed, so the restart must commit them (with the producer id and
+/// epoch the checkpoint saved): without that commit the transaction stays open and blocks
+/// `read_committed` readers at it until the broker aborts it. The other kills come while a
+/// transaction with records is open (the topic's last stable offset behind its high
+/// watermark), which the restart aborts: a `read_uncommitted` read shows their records.
 #[test]
-fn exactly_once_kafka_output_on_the_mock_cluster() {
+fn exactly_once_kafka_output_read_committed_after_kills() {
     let _alone = alone();
     const JOB: &str = "iot-stats";
-    let mock = MockKafka::start(&["reference", "once", "crashed"]);
+    let kafka = Kafka::shared();
     let job_args = |topic: &str, delivery: &str, chk: Option<&Path>, workers: usize| {
         let output = format!(
             "job.output={{kind=\"kafka\", brokers=\"{}\", topic=\"{topic}\", \
-             delivery=\"{delivery}\", compression=\"none\"}}",
-            mock.address
+             delivery=\"{delivery}\", transactional_id_prefix=\"{topic}\"}}",
+            kafka.address
         );
         job_args(input(), output, chk, workers)
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    run_to_end(JOB, &job_args("reference", "at-least-once", None, 2));
-    let expected = mock.values("reference");
+    let reference = kafka.topic("reference", 2);
+    run_to_end(JOB, &job_args(&reference, "at-least-once", None, 2));
+    let expected = sorted_values(kafka.records(&reference, Isolation::ReadCommitted));
     assert!(expected.len() > 100, "{} results", expected.len());
 
     // Without a crash: checkpoints every 150 ms, each worker's output in one transaction per
     // checkpoint, every result once.
-    run_to_end(JOB, &job_args("once", "exactly-once", Some(&dir.path().join("once")), 2));
-    assert_eq!(mock.values("once"), expected, "a crash-free exactly-once run");
+    let once = kafka.topic("once", 2);
+    run_to_end(JOB, &job_args(&once, "exactly-once", Some(&dir.path().join("once")), 2));
+    let got = sorted_values(kafka.records(&once, Isolation::ReadCommitted));
+    assert_eq!(got, expected, "a crash-free exactly-once run");
 
-    // Killed five times, finished with one worker: every restart commits the transactions
-    // its checkpoint lists (the mock accepts only the right producer id and epoch).
+    let crashed = kafka.topic("crashed", 2);
     let chk = dir.path().join("crashed");
-    let seed = 0x6d6f_636b_u64;
-    let keep_all = |mut args: Vec<String>| {
-        args.extend(["--set".into(), "runtime.checkpoint.keep=1000000".into()]);
-        args
+    let seed = 0x6b61_666b_u64;
+    let mut moments = Moments(seed, 400);
+    let mut kill = 0;
+    let mut delay = || {
+        kill += 1;
+        if kill % 2 == 1 {
+            Duration::ZERO
+        } else {
+            moments.next_delay()
+        }
     };
-    let args = keep_all(job_args("crashed", "exactly-once", Some(&chk), 2));
-    let kills = crash_repeatedly(JOB, &args, &mut Moments(seed, 400), &chk, 5, 0);
+    let args = |run: usize| job_args(&crashed, "exactly-once", Some(&chk), [2, 3, 1][run % 3]);
+    let ready = |run: usize| run % 2 == 0 || !kafka.stable(&crashed);
+    let kills = crash_repeatedly(JOB, &args, &mut delay, &ready, &chk, 6, 0);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
-    run_to_end(JOB, &keep_all(job_args("crashed", "exactly-once", Some(&chk), 1)));
-    let got = mock.values("crashed");
-    let missing: Vec<&String> = expected.iter().filter(|v| got.binary_search(v).is_err()).collect();
-    assert!(
-        missing.is_empty(),
-        "{} results lost, e.g. {:?} (seed {seed:#x})",
-        missing.len(),
-        missing.first()
-    );
-    let committed = listed_transactions(&chk, JOB);
-    let committed_values = mock.committed_values("crashed", &committed);
-    eprintln!(
-        "{} records on the topic, {} in committed transactions",
-        got.len(),
-        committed_values.len()
-    );
+    run_to_end(JOB, &job_args(&crashed, "exactly-once", Some(&chk), 1));
+
+    let committed = sorted_values(kafka.records(&crashed, Isolation::ReadCommitted));
     let strings = |v: &[String]| v.iter().map(|s| Value::String(s.clone())).collect::<Vec<_>>();
     assert_same_rows(
-        &strings(&committed_values),
+        &strings(&committed),
         &strings(&expected),
-        &format!("what read_committed would read after {kills} kills (seed {seed:#x})"),
+        &format!("read_committed after {kills} kills (seed {seed:#x})"),
     );
-}
-
-/// The transactions (producer id, epoch) that the complete checkpoints of `job` in `chk`
-/// list: a checkpoint's transactions are committed when it completes, or by the restart that
-/// restores it (which fails the job if the coordinator refuses).
-fn listed_transactions(chk: &Path, job: &str) -> std::collections::HashSet<(i64, i16)> {
-    use tributary_connectors::kafka::txn::Prepared;
-    let mut listed = std::collections::HashSet::new();
-    for entry in std::fs::read_dir(chk.join(job)).expect("checkpoints") {
-        let dir = entry.expect("entry").path();
-        let Ok(manifest) = std::fs::read(dir.join("MANIFEST.json")) else { continue };
-        let manifest: Value = serde_json::from_slice(&manifest).expect("a manifest");
-        // The parts of the run that completed it (a crashed run with more workers may have
-        // left parts of an incomplete checkpoint with the same number).
-        for worker in 0..manifest["workers"].as_u64().expect("workers") {
-            let path = dir.join(format!("worker-{worker:04}.bin"));
-            let bytes = std::fs::read(&path).expect("part");
-            let (_, states) = tributary_runtime::checkpoint::part_states(&bytes).expect("a part");
-            for (name, state) in states.iter().filter(|(name, _)| name.starts_with("sink:")) {
-                use tributary_runtime::checkpoint::decode;
-                // The writer's state, as the sink operator saved it.
-                let (_, prepared): (usize, Vec<Prepared>) = decode::<Vec<u8>>(state)
-                    .and_then(|writer| decode(&writer))
-                    .unwrap_or_else(|e| panic!("{name} in {}: {e}", path.display()));
-                listed.extend(prepared.iter().map(|p| (p.producer_id, p.epoch)));
-            }
-        }
-    }
-    listed
+    // The records of the transactions the kills left open are in the topic, aborted.
+    let everything = sorted_values(kafka.records(&crashed, Isolation::ReadUncommitted));
+    eprintln!("{} records in the topic, {} committed", everything.len(), committed.len());
+    assert!(
+        everything.len() > committed.len(),
+        "no aborted records: the kills left no open transaction (seed {seed:#x})"
+    );
 }
 
 /// Files in, files out: `iot-stats` over a directory of readings (a JSON-lines file read in
@@ -677,8 +557,9 @@ fn file_source_to_file_sink_killed_at_random_moments_is_exactly_once() {
 
     let (out, chk) = (dir.path().join("out"), dir.path().join("chk"));
     let seed = 0xf11e_5eed_u64;
-    let args = job_args(&out, Some(&chk), 2);
-    let kills = crash_repeatedly(JOB, &args, &mut Moments(seed, 400), &chk, 5, 0);
+    let mut moments = Moments(seed, 400);
+    let args = |_| job_args(&out, Some(&chk), 2);
+    let kills = crash_repeatedly(JOB, &args, &mut || moments.next_delay(), &|_| true, &chk, 5, 0);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
     run_to_end(JOB, &job_args(&out, Some(&chk), 1));
     assert_same_rows(&csv_rows(&out), &expected, &format!("after {kills} kills (seed {seed:#x})"));

@@ -68,6 +68,10 @@ pub struct KafkaSourceConfig {
     /// How often to commit the offsets read to the consumer group.
     #[serde(default = "default_commit")]
     pub commit_interval: HumanDuration,
+    /// Replays the topics at most this many records a second over all workers (history at
+    /// its original pace, for a backtest say); as fast as possible when absent.
+    #[serde(default)]
+    pub rate: Option<f64>,
     /// Any librdkafka consumer property, e.g. `"security.protocol" = "SASL_SSL"`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -103,6 +107,7 @@ impl KafkaSourceConfig {
             bounded: false,
             partition_discovery: default_discovery(),
             commit_interval: default_commit(),
+            rate: None,
             properties: BTreeMap::new(),
         }
     }
@@ -158,7 +163,7 @@ pub struct KafkaSinkConfig {
 pub enum Delivery {
     /// Every record is in the topic at least once: the records a job wrote after its latest
     /// checkpoint are written again after a crash. An idempotent producer (no duplicates from
-    /// its own retries); works with any broker, Tansu included.
+    /// its own retries).
     #[default]
     AtLeastOnce,
     /// Every record once, for consumers with `isolation.level = read_committed`: the records

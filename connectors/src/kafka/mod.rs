@@ -8,8 +8,8 @@ mod source;
 pub mod txn;
 
 pub use config::{Delivery, KafkaSinkConfig, KafkaSourceConfig, KeyMode, StartAt};
-pub use sink::{Deliveries, KafkaSink, KafkaWriter, KeyFn};
+pub use sink::{prepared_transactions, Deliveries, KafkaSink, KafkaWriter, KeyFn};
 pub use source::{
     ChangelogDecoder, ChangelogRecord, Decode, KafkaReader, KafkaRecord, KafkaSource, RawDecoder,
-    RawRecord, SerdeDecoder,
+    RawRecord, SerdeDecoder, FETCH_QUEUE_BACKOFF_MS,
 };

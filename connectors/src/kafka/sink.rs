@@ -187,8 +187,18 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, message)) = result {
             use rdkafka::message::Message;
+            let fenced = matches!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::ProducerFenced)
+            );
+            let why = if fenced {
+                " (the producer is fenced: a newer run of the job took its transactional id \
+                 over, so this run must stop)"
+            } else {
+                ""
+            };
             self.fail(format!(
-                "record to {}/{} not delivered: {error}",
+                "record to {}/{} not delivered: {error}{why}",
                 message.topic(),
                 message.partition()
             ));
@@ -312,6 +322,16 @@ struct Transaction {
     producer: BaseProducer<Deliveries>,
 }
 
+/// The transactions that a Kafka sink's checkpoint state lists: those prepared for the
+/// checkpoint and not known to be committed when it was taken. A restore commits them. For
+/// tools and tests that inspect a checkpoint; empty for an at-least-once sink.
+pub fn prepared_transactions(state: &[u8]) -> Result<Vec<Prepared>> {
+    if state.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(decode::<Saved>(state)?.prepared)
+}
+
 /// What an exactly-once writer saves in a checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
@@ -335,12 +355,9 @@ impl Transactions {
             .set("transactional.id", id)
             .create_with_context(Deliveries::default())
             .map_err(|e| e.to_string())?;
-        producer.init_transactions(TXN_TIMEOUT).map_err(|e| {
-            format!(
-                "transactional id `{id}`: {e} (does the broker support transactions? Tansu \
-                 does not: use delivery = \"at-least-once\")"
-            )
-        })?;
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(|e| format!("transactional id `{id}`: {e}"))?;
         Ok(producer)
     }
 
@@ -593,159 +610,31 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
 
 #[cfg(test)]
 mod tests {
-    //! Exactly-once against librdkafka's mock cluster. The mock speaks the transactional
-    //! protocol and checks producer ids and epochs, but keeps no transaction state: a
-    //! `read_committed` consumer sees aborted records too. So these tests check what the sink
-    //! sends (one transaction per checkpoint, commits, the restore's `EndTxn` with the
-    //! producer id and epoch the coordinator gave), not what consumers would see.
+    //! Faults injected with librdkafka's mock cluster. Everything else about transactions is
+    //! tested against Apache Kafka, read back by `read_committed` consumers
+    //! (`tests/tests/connectors_kafka_transactions.rs`).
 
-    use std::collections::BTreeMap;
-
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::DefaultProducerContext;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    use rdkafka::TopicPartitionList;
 
     use super::*;
 
-    type Mock = MockCluster<'static, DefaultProducerContext>;
-
-    fn mock() -> Mock {
-        let mock = MockCluster::new(1).expect("mock cluster");
-        mock.create_topic("out", 2, 1).expect("topic");
-        mock
-    }
-
-    fn context(worker_index: usize, workers: usize, first_checkpoint: u64) -> SinkContext {
-        SinkContext {
-            name: "out".into(),
-            worker_index,
-            workers,
-            checkpointed: true,
-            job: "job".into(),
-            first_checkpoint,
-        }
-    }
-
-    fn config(mock: &Mock) -> KafkaSinkConfig {
-        let mut config = KafkaSinkConfig::new(mock.bootstrap_servers(), "out");
-        config.delivery = Delivery::ExactlyOnce;
-        config
-    }
-
-    fn writer(mock: &Mock, ctx: &SinkContext) -> KafkaWriter<u64> {
-        let sink = KafkaSink::new("out", &config(mock))
-            .expect("sink")
-            .keyed(|r: &u64| Some(r.to_be_bytes().to_vec()));
-        sink.writer(ctx).expect("writer")
-    }
-
-    fn saved(bytes: &[u8]) -> Saved {
-        decode(bytes).expect("saved state")
-    }
-
-    /// Every record in the topic (the mock has no transaction markers to hide any).
-    fn records(mock: &Mock) -> Vec<u64> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", mock.bootstrap_servers())
-            .set("group.id", "check")
-            .set("enable.partition.eof", "true")
-            .create()
-            .expect("consumer");
-        let mut partitions = TopicPartitionList::new();
-        for p in 0..2 {
-            partitions
-                .add_partition_offset("out", p, rdkafka::Offset::Beginning)
-                .expect("partition");
-        }
-        consumer.assign(&partitions).expect("assign");
-        let (mut out, mut ended) = (Vec::new(), 0);
-        while ended < 2 {
-            match consumer.poll(Duration::from_secs(10)).expect("a record before the timeout") {
-                Ok(m) => {
-                    out.push(serde_json::from_slice(m.payload().expect("value")).expect("u64"))
-                }
-                Err(KafkaError::PartitionEOF(_)) => ended += 1,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        out.sort_unstable();
-        out
-    }
-
-    #[test]
-    fn each_checkpoint_gets_its_own_transaction_committed_when_complete() {
-        let mock = mock();
-        let mut w = writer(&mock, &context(0, 2, 1));
-        w.write(&mut (1..=10).collect()).expect("write");
-        let first = saved(&w.prepare(1).expect("prepare 1"));
-        assert_eq!(first.worker, 0);
-        assert_eq!(first.prepared.len(), 1);
-        assert_eq!(first.prepared[0].id, "job-out-0-1");
-        assert!(first.prepared[0].producer_id >= 0, "{first:?}");
-        // Records after the cut, before checkpoint 1 is complete: the next transaction.
-        w.write(&mut (11..=15).collect()).expect("write");
-        assert_eq!(w.txns.open.as_ref().map(|t| t.id.as_str()), Some("job-out-0-2"));
-        w.commit(1).expect("commit 1");
-        assert!(w.txns.prepared.is_empty());
-        let second = saved(&w.prepare(2).expect("prepare 2"));
-        assert_eq!(
-            second.prepared.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
-            ["job-out-0-2"]
-        );
-        // A checkpoint without records opens no transaction, and lists none once committed.
-        w.commit(2).expect("commit 2");
-        assert!(saved(&w.prepare(3).expect("prepare 3")).prepared.is_empty());
-        assert_eq!(records(&mock), (1..=15).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_checkpoint_prepared_before_the_last_commit_lists_both_transactions() {
-        let mock = mock();
-        let mut w = writer(&mock, &context(0, 1, 4));
-        w.write(&mut vec![1]).expect("write");
-        w.prepare(4).expect("prepare 4");
-        w.write(&mut vec![2]).expect("write");
-        let ids: Vec<_> =
-            saved(&w.prepare(5).expect("prepare 5")).prepared.into_iter().map(|p| p.id).collect();
-        assert_eq!(ids, ["job-out-0-4", "job-out-0-5"]);
-        w.commit(5).expect("commit both");
-        assert!(w.txns.prepared.is_empty());
-    }
-
-    #[test]
-    fn a_restart_commits_the_transaction_a_crash_left_prepared() {
-        let mock = mock();
-        let mut crashed = writer(&mock, &context(1, 2, 1));
-        crashed.write(&mut (1..=5).collect()).expect("write");
-        let state = crashed.prepare(1).expect("prepare");
-        let prepared = saved(&state).prepared.remove(0);
-        // The process dies before the checkpoint's commit reaches the broker.
-        std::mem::forget(crashed);
-
-        // The mock's EndTxn checks the transactional id, producer id and epoch: a commit
-        // with what the coordinator gave succeeds, anything else is refused.
-        let brokers = mock.bootstrap_servers();
-        let mut wrong = prepared.clone();
-        wrong.epoch += 1;
-        let refused = commit_prepared(&brokers, &wrong).expect_err("a wrong epoch is refused");
-        assert!(refused.contains("InvalidProducerEpoch"), "{refused}");
-        let mut unknown = prepared.clone();
-        unknown.producer_id += 1;
-        assert!(commit_prepared(&brokers, &unknown).is_err());
-
-        // Rescaled to one worker, which takes over worker 1's transactions.
-        let mut restarted = writer(&mock, &context(0, 1, 2));
-        restarted.restore(vec![Vec::new(), state]).expect("restore commits it");
-        assert_eq!(records(&mock), (1..=5).collect::<Vec<_>>());
-    }
-
     #[test]
     fn a_failed_commit_fails_the_sink() {
-        let mock = mock();
-        let mut w = writer(&mock, &context(0, 1, 1));
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("out", 2, 1).expect("topic");
+        let mut config = KafkaSinkConfig::new(mock.bootstrap_servers(), "out");
+        config.delivery = Delivery::ExactlyOnce;
+        let ctx = SinkContext {
+            name: "out".into(),
+            worker_index: 0,
+            workers: 1,
+            checkpointed: true,
+            job: "job".into(),
+            first_checkpoint: 1,
+        };
+        let sink = KafkaSink::new("out", &config).expect("sink");
+        let mut w: KafkaWriter<u64> = sink.writer(&ctx).expect("writer");
         w.write(&mut vec![1, 2]).expect("write");
         w.prepare(1).expect("prepare");
         mock.request_errors(
@@ -754,20 +643,5 @@ mod tests {
         );
         let error = w.commit(1).expect_err("the commit fails").to_string();
         assert!(error.contains("commit of `job-out-0-1`"), "{error}");
-    }
-
-    #[test]
-    fn exactly_once_needs_checkpoints_and_owns_the_transactional_id() {
-        let mock = mock();
-        let sink = KafkaSink::<u64>::new("out", &config(&mock)).expect("sink");
-        let unchecked = SinkContext { checkpointed: false, ..context(0, 1, 0) };
-        match sink.writer(&unchecked) {
-            Err(Error::Config(e)) => assert!(e.to_string().contains("delivery"), "{e}"),
-            other => panic!("expected a config error, got {:?}", other.err()),
-        }
-        let mut config = config(&mock);
-        config.properties = BTreeMap::from([("transactional.id".into(), "mine".into())]);
-        let e = KafkaSink::<u64>::new("out", &config).err().expect("refused");
-        assert!(e.to_string().contains("properties.transactional.id"), "{e}");
     }
 }

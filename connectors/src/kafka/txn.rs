@@ -130,11 +130,22 @@ fn try_commit(brokers: &str, txn: &Prepared) -> Result<(), Attempt> {
     let ended = coordinator.call(end, 0..=3)?;
     match ended.error_code.err() {
         None => Ok(()),
-        Some(ResponseError::InvalidTxnState) => Err(Attempt::Fail(
-            "the coordinator had aborted it (did the job stay down longer than the producer's \
-             `transaction.timeout.ms`?): the output of the checkpoint is lost"
-                .to_owned(),
-        )),
+        // The coordinator aborts a transaction open longer than its timeout and bumps the
+        // producer's epoch, which fences the epoch saved here (ProducerFenced); a newer
+        // producer with the same id does the same.
+        Some(
+            e @ (ResponseError::ProducerFenced
+            | ResponseError::InvalidProducerEpoch
+            | ResponseError::InvalidTxnState),
+        ) => Err(Attempt::Fail(format!(
+            "the coordinator aborted it ({e:?}): did the job stay down longer than the \
+             producer's `transaction.timeout.ms`, or did another producer take its id over? \
+             The output of the checkpoint is lost"
+        ))),
+        Some(e @ ResponseError::InvalidProducerIdMapping) => Err(Attempt::Fail(format!(
+            "the coordinator does not know it ({e:?}): did the job stay down longer than the \
+             broker's `transactional.id.expiration.ms`? The output of the checkpoint is lost"
+        ))),
         Some(e) => Err(classify(e, "committing")),
     }
 }

@@ -1,7 +1,7 @@
 //! The Nexmark benchmark harness: runs queries of the `nexmark` job at full speed into a
 //! discard sink, each in a fresh process, and prints events per second (in total and per
 //! worker), end-to-end latency and peak memory; `--all` also measures the generator alone.
-//! With `--kafka` it loads the events into a local Tansu broker as JSON and compares the
+//! With `--kafka` it loads the events into a local Apache Kafka broker as JSON and compares the
 //! query reading them from Kafka with a bare rdkafka consumer on the same topic.
 //!
 //! ```text
@@ -25,7 +25,7 @@ use serde_json::Value;
 use tributary_connectors::generator::{Generate, NexmarkEvent};
 use tributary_connectors::{NexmarkConfig, NexmarkEvents};
 use tributary_jobs::nexmark::Query;
-use tributary_tests::tansu::Tansu;
+use tributary_tests::kafka::Kafka;
 
 /// Runs Nexmark queries and reports their throughput, latency and memory.
 #[derive(Parser, Debug)]
@@ -53,7 +53,7 @@ struct Args {
     /// latencies (`nexmark-throughput-<workers>w.svg`, `nexmark-latency-<workers>w.svg`).
     #[arg(long)]
     charts: Option<PathBuf>,
-    /// Read the events from Kafka: load them into a local Tansu broker as JSON, then time a
+    /// Read the events from Kafka: load them into a local Apache Kafka broker as JSON, then time a
     /// bare rdkafka consumer and the query on that topic.
     #[arg(long)]
     kafka: bool,
@@ -235,19 +235,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads `args.events` events into a fresh Tansu broker as JSON, then reads them with a bare
-/// rdkafka consumer (with and without decoding) and with each query.
+/// Loads `args.events` events into a fresh Apache Kafka broker as JSON, then reads them with
+/// a bare rdkafka consumer (with and without decoding) and with each query.
 fn kafka(queries: &[Query], args: &Args, out: &mut impl Write) -> anyhow::Result<()> {
-    // SQLite storage: Tansu's in-memory engine under-reports high watermarks, which would end
-    // the job's bounded read early.
-    let tansu = Tansu::durable();
-    tansu.create_topic("nexmark", args.partitions);
+    let broker = Kafka::start();
+    broker.create_topic("nexmark", args.partitions);
     let generator = generator()?;
     let model = generator.model();
     let mut text = model.start(0, 1);
     let loading = Instant::now();
     let mut bytes = 0;
-    tansu.produce(
+    broker.produce(
         "nexmark",
         (0..args.events).map(|i| {
             let json = serde_json::to_vec(&model.event(&mut text, i).1).unwrap_or_default();
@@ -257,7 +255,7 @@ fn kafka(queries: &[Query], args: &Args, out: &mut impl Write) -> anyhow::Result
     );
     writeln!(
         out,
-        "loaded {} JSON events ({} bytes each on average) into Tansu ({} partitions) in {:.1} s\n",
+        "loaded {} JSON events ({} bytes each on average) into Apache Kafka ({} partitions) in {:.1} s\n",
         args.events,
         bytes as u64 / args.events.max(1),
         args.partitions,
@@ -266,7 +264,7 @@ fn kafka(queries: &[Query], args: &Args, out: &mut impl Write) -> anyhow::Result
     writeln!(out, "| reader | events | time | events/s |")?;
     writeln!(out, "| --- | ---: | ---: | ---: |")?;
     for decode in [false, true] {
-        let elapsed = bare_consumer(&tansu.address, args, decode)?;
+        let elapsed = bare_consumer(&broker.address, args, decode)?;
         let what = if decode { " + JSON decode" } else { "" };
         writeln!(
             out,
@@ -278,7 +276,7 @@ fn kafka(queries: &[Query], args: &Args, out: &mut impl Write) -> anyhow::Result
     }
     let input = format!(
         "{{kind=\"kafka\", brokers=\"{}\", topics=[\"nexmark\"], bounded=true}}",
-        tansu.address
+        broker.address
     );
     for &query in queries {
         let m = run(query, args, Some(&input))?;
@@ -301,10 +299,14 @@ fn kafka(queries: &[Query], args: &Args, out: &mut impl Write) -> anyhow::Result
 
 /// Reads every partition of `nexmark` from the beginning until all events are read.
 fn bare_consumer(address: &str, args: &Args, decode: bool) -> anyhow::Result<Duration> {
+    // The settings every Tributary source has, so that the comparison shows what the job
+    // adds (librdkafka's default fetch backoff makes a decoding loop idle most of the time).
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", address)
         .set("group.id", "bench-bare")
         .set("enable.auto.commit", "false")
+        .set("fetch.queue.backoff.ms", tributary_connectors::kafka::FETCH_QUEUE_BACKOFF_MS)
+        .set("enable.auto.offset.store", "false")
         .create()?;
     let mut partitions = TopicPartitionList::new();
     for p in 0..args.partitions as i32 {
@@ -314,7 +316,8 @@ fn bare_consumer(address: &str, args: &Args, decode: bool) -> anyhow::Result<Dur
     let started = Instant::now();
     let (mut read, mut bids) = (0, 0u64);
     while read < args.events {
-        match consumer.poll(Duration::from_millis(100)) {
+        let next = consumer.poll(Duration::ZERO);
+        match next.or_else(|| consumer.poll(Duration::from_millis(100))) {
             Some(Ok(m)) => {
                 read += 1;
                 if decode {
