@@ -506,7 +506,7 @@ fn exactly_once_kafka_output_read_committed_after_kills() {
         }
     };
     let args = |run: usize| job_args(&crashed, "exactly-once", Some(&chk), [2, 3, 1][run % 3]);
-    let ready = |run: usize| run % 2 == 0 || !kafka.stable(&crashed);
+    let ready = |run: usize| run.is_multiple_of(2) || !kafka.stable(&crashed);
     let kills = crash_repeatedly(JOB, &args, &mut delay, &ready, &chk, 6, 0);
     assert!(kills >= 5, "the job ended after {kills} kills (seed {seed:#x})");
     run_to_end(JOB, &job_args(&crashed, "exactly-once", Some(&chk), 1));
