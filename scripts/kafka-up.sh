@@ -87,8 +87,13 @@ java=(java -Xms128m "-Xmx${heap}" -XX:+UseG1GC -XX:-UsePerfData -Djava.awt.headl
       "-Djava.io.tmpdir=${data}/tmp" "-Dlog4j2.configurationFile=${home}/log4j2.properties"
       -cp "${classpath}")
 if [ ! -f "${data}/log/meta.properties" ]; then
-    # A random cluster id (a base64url UUID); the JIT's first tier is enough for a one-off.
-    cluster=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # A random cluster id (a base64url UUID), not starting with '-', which the tool would take
+    # for an option (as Kafka's own Uuid.randomUuid avoids); the JIT's first tier is enough
+    # for a one-off.
+    cluster=-
+    while [[ "${cluster}" == -* ]]; do
+        cluster=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
     "${java[@]}" -XX:TieredStopAtLevel=1 kafka.tools.StorageTool format \
         -t "${cluster}" -c "${data}/server.properties" >/dev/null
 fi

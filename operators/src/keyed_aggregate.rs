@@ -8,17 +8,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 use tributary_runtime::logging::activation;
 use tributary_runtime::{job_context, Checkpointer, Data, EventTime, Events, Time, Timestamped};
 
 use crate::aggregate::Aggregator;
 use crate::key_by::{key_hash, Keyed};
-use crate::window::aggregate::{combine, Partial};
+use crate::window::aggregate::{combine, Partial, Waiting};
 use crate::window::Global;
-
-/// Partials waiting for the frontier, by time.
-type Stash<K, Acc> = BTreeMap<Time, (Capability<Time>, Vec<Partial<K, Acc>>)>;
 
 /// A key's aggregate after an update. `revision` counts the updates of the key (0 first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +94,7 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
             }
             // Partials wait here until the frontier passes their time, so that the update
             // at a time reflects exactly the records up to that time.
-            let mut pending: Stash<K, A::Acc> = BTreeMap::new();
+            let mut pending: Waiting<K, A::Acc> = BTreeMap::new();
             let mut changed: FxHashSet<K> = FxHashSet::default();
             move |(input, frontier), output| {
                 let _activation = activation(name, worker);

@@ -139,6 +139,18 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
                 runtime.workers,
             )?;
             context = context.with_checkpoints(Arc::new(checkpoints));
+            if runtime.watermarks.idle_advance || runtime.watermarks.idle_timeout.is_some() {
+                // Idleness is a matter of the wall clock: a restored run can go idle at other
+                // moments than the run that crashed, and judge late records differently.
+                tracing::warn!(
+                    idle_timeout = ?runtime.watermarks.idle_timeout.map(|d| d.0),
+                    idle_advance = runtime.watermarks.idle_advance,
+                    "runtime.watermarks.idle_timeout and idle_advance depend on the wall clock: \
+                     with them, a run restored from a checkpoint may emit other results for \
+                     late records than a run without a crash (see docs/architecture.md, \
+                     \"Deterministic recovery\")"
+                );
+            }
         }
         let progress = match runtime.progress {
             ProgressMode::Auto => std::io::stderr().is_terminal(),

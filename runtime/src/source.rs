@@ -141,6 +141,13 @@ impl Cut {
     pub fn includes(&self, event_time: EventTime) -> bool {
         self.granularity.quantize(event_time) >= self.time
     }
+
+    /// Like [`Cut::includes`], for a record that a reader emits with
+    /// [`Emitter::emit_in`]: judged by the time it gets from its split's watermark.
+    #[inline]
+    pub fn includes_in(&self, split_watermark: EventTime, event_time: EventTime) -> bool {
+        self.granularity.quantize(event_time.max(split_watermark)) >= self.time
+    }
 }
 
 /// Records waiting to be sent, grouped by timely timestamp.
@@ -216,6 +223,27 @@ impl<D> Emitter<'_, D> {
     #[inline]
     pub fn emit(&mut self, event_time: EventTime, item: D) -> bool {
         let time = self.granularity.quantize(event_time).max(self.floor);
+        self.push(time, item)
+    }
+
+    /// Emits a record of a split (a Kafka partition, a file unit) whose own watermark, before
+    /// this record, is `split_watermark`. The record travels at its rounded event time or, if
+    /// it is behind that watermark (late), at the watermark rounded: its timely time, and with
+    /// it whether it is late for a window, then depends only on the split's records before
+    /// it, not on the worker count or on how the reader interleaves its splits, so a restored
+    /// reader gives every re-read record the time the crashed run gave it. (Only when the
+    /// source's watermark is ahead of the split's, which idleness and processing-time advance
+    /// can do, is the record sent at the source's watermark instead.)
+    ///
+    /// Returns what [`Emitter::emit`] returns.
+    #[inline]
+    pub fn emit_in(&mut self, split_watermark: EventTime, event_time: EventTime, item: D) -> bool {
+        let time = self.granularity.quantize(event_time.max(split_watermark)).max(self.floor);
+        self.push(time, item)
+    }
+
+    #[inline]
+    fn push(&mut self, time: Time, item: D) -> bool {
         self.buckets.push(time, item);
         self.emitted += 1;
         time >= self.cut

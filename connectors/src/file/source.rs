@@ -6,8 +6,20 @@
 //! decoded becomes a dead letter naming `file:line`; the good lines flow on. With `rate`, the
 //! files are replayed at that many lines a second (over all workers).
 //!
+//! **Event time**: every unit has its own watermark, its largest event time so far less
+//! `max_out_of_orderness`, which starts at the unit's first record that decodes (the reader
+//! looks at each unit's first lines before it reads any). A record behind its unit's
+//! watermark travels at that watermark ([`Emitter::emit_in`]), so its timely time, and with
+//! it whether a window takes it as on time, late or too late, follows from the unit's own
+//! records before it: the same for any worker count, any order in which a worker takes its
+//! units, and after a restore. A worker reads the unit that holds its watermark lowest, and
+//! turns to another once the unit would get more than `max_out_of_orderness` (at least
+//! [`AHEAD_SLACK_MS`]) ahead of it, so the worker's watermark, the lowest of its units', moves
+//! on steadily and windows do not wait for a unit that is read last.
+//!
 //! **Checkpoints**: a unit's position is the byte (and line, and CSV record number) of the
-//! first record at or after the checkpoint's cut, and the byte reached; a restore seeks there
+//! first record at or after the checkpoint's cut with the unit's largest event time before
+//! it, and the byte reached; a restore seeks there
 //! and re-emits, up to the byte reached, only the records at or after the cut (the protocol
 //! of `docs/architecture.md`, "Checkpoints"). Units are matched by file path and first byte,
 //! so a restore with another worker count works; files added to a directory since are read
@@ -38,6 +50,12 @@ use crate::replay::Replay;
 pub const SPLIT_BYTES: u64 = 64 << 20;
 /// Longest line accepted; longer lines become dead letters.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// How far in event time (at least; `max_out_of_orderness` if that is more) a unit may be
+/// read ahead of the reader's next lowest unit before the reader turns to that one.
+const AHEAD_SLACK_MS: u64 = 1000;
+/// Lines or records a reader looks at, at most, for the first record of a unit (where the
+/// unit's watermark starts); a unit with none that decodes there holds no watermark back.
+const LOOK_AHEAD: usize = 1000;
 
 /// Settings of a file source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,12 +200,12 @@ impl<D: Data + DeserializeOwned + Timestamped> Source for FileSource<D> {
             name: self.name.clone(),
             files: Arc::clone(&self.files),
             units: Arc::clone(&self.units),
-            todo: mine.map(|unit| Todo { unit, resume: None }).collect(),
-            open: None,
+            todo: mine.map(|unit| Todo { unit, resume: None, seen: None }).collect(),
+            open: Vec::new(),
             done: Vec::new(),
             lateness: self.lateness,
             header: self.header,
-            max_seen: None,
+            started: false,
             rate: self.rate.map(|r| Rate::new(r / ctx.workers as f64)),
             marker: PhantomData,
         })
@@ -232,6 +250,9 @@ struct Position {
     older: Vec<(u64, Time)>,
     /// The unit was read to its end.
     done: bool,
+    /// The unit's largest event time before `from`: a restart re-reads from there with the
+    /// watermark the crashed run had, so every record gets the same timely time.
+    seen: Option<EventTime>,
 }
 
 impl Position {
@@ -246,6 +267,19 @@ impl Position {
 struct Todo {
     unit: usize,
     resume: Option<(Position, Replay<u64>)>,
+    /// Where the unit's watermark starts (plus `max_out_of_orderness`): its largest event time
+    /// at the restored position, or the event time of its first record; `None` while not
+    /// known, or when the unit holds no record that decodes.
+    seen: Option<EventTime>,
+}
+
+impl Track {
+    /// A lower bound of the event time its unit's next records are judged by: its largest
+    /// event time, or the held record's (see [`Track::held`]). The unit's watermark is this
+    /// less `max_out_of_orderness`: every record still to come gets a time at or above it.
+    fn ahead(&self) -> Option<EventTime> {
+        self.held.max(self.seen)
+    }
 }
 
 /// The unit being read.
@@ -255,18 +289,31 @@ struct Reading {
     open: Open,
 }
 
-/// What a unit being read keeps track of for checkpoints.
+/// What a unit being read keeps track of: its watermark, and positions for checkpoints.
 struct Track {
     path: Arc<str>,
-    /// The first record emitted at or after a pending checkpoint's cut.
-    after_cut: Option<Pos>,
+    /// The largest event time of the unit so far (from its first record on, which the reader
+    /// looked at before it opened the unit): the unit's watermark is this less
+    /// `max_out_of_orderness`, and a record's timely time follows from it.
+    seen: Option<EventTime>,
+    /// The first record emitted at or after a pending checkpoint's cut, and `seen` before it.
+    after_cut: Option<(Pos, Option<EventTime>)>,
+    /// The event time of a record read but held back (not emitted yet, and so not in
+    /// `seen`) because another unit is behind: it is emitted when this unit is the lowest
+    /// again, so the reader never sends times far ahead of its slowest unit.
+    held: Option<EventTime>,
     /// After a restore: the spans re-read that runs before read already, by byte.
     replay: Replay<u64>,
 }
 
 enum Open {
     Lines(Lines),
-    Csv { reader: Box<csv::Reader<File>>, headers: csv::ByteRecord },
+    Csv {
+        reader: Box<csv::Reader<File>>,
+        headers: csv::ByteRecord,
+        /// A record read but held back (see [`Track::held`]), and where it starts.
+        held: Option<(Pos, csv::ByteRecord)>,
+    },
 }
 
 /// A JSON-lines range being read: the next line starts at byte `pos` and is line `line`.
@@ -276,6 +323,8 @@ struct Lines {
     end: u64,
     line: u64,
     buf: Vec<u8>,
+    /// Where the line in `buf` starts, if it holds a record held back (see [`Track::held`]).
+    held: Option<Pos>,
 }
 
 /// One worker's share of a file source.
@@ -285,23 +334,28 @@ pub struct FileReader<D> {
     units: Arc<[Unit]>,
     /// Units not started, the next last.
     todo: Vec<Todo>,
-    open: Option<Reading>,
+    /// Units being read (usually one: see [`FileReader::poll`]).
+    open: Vec<Reading>,
     /// Positions of the units read to their end.
     done: Vec<Position>,
     lateness: u64,
     header: bool,
-    max_seen: Option<EventTime>,
+    /// Whether the first poll has found where every unit's watermark starts.
+    started: bool,
     rate: Option<Rate>,
     marker: PhantomData<fn() -> D>,
 }
 
-/// What reading a unit needs besides the unit: the emitter, the watermark, and how many
+/// What reading a unit needs besides the unit: the emitter, the lateness bound, and how many
 /// lines it may still read in this poll.
 struct Context<'a, 'b, D> {
     name: &'a str,
     out: &'a mut Emitter<'b, D>,
-    max_seen: &'a mut Option<EventTime>,
+    lateness: u64,
     budget: u64,
+    /// A record above this event time, which would raise its unit's largest event time
+    /// beyond another unit's (plus a slack), is held back (see [`Track::held`]).
+    stop_above: Option<EventTime>,
 }
 
 impl<D: Timestamped> Context<'_, '_, D> {
@@ -311,14 +365,25 @@ impl<D: Timestamped> Context<'_, '_, D> {
 
     /// Emits a record read at `at`, unless a checkpoint holds it already; notes the first
     /// record at or after a pending cut.
+    ///
+    /// Returns `false` if the record is held back instead (see [`Track::held`]): the caller
+    /// keeps it and offers it again later.
     #[inline]
-    fn record(&mut self, track: &mut Track, at: Pos, record: D) {
+    fn record(&mut self, track: &mut Track, at: Pos, record: D) -> bool {
         let t = record.event_time();
-        *self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
-        let keep = track.replay.cut_at(at.byte).is_none_or(|cut| cut.includes(t));
-        if keep && self.out.emit(t, record) && track.after_cut.is_none() {
-            track.after_cut = Some(at);
+        let seen = track.seen;
+        if self.stop_above.is_some_and(|stop| t > stop && seen.is_none_or(|s| t > s)) {
+            track.held = Some(t);
+            return false;
         }
+        track.held = None;
+        let watermark = seen.map_or(0, |m| m.saturating_sub(self.lateness));
+        track.seen = Some(seen.map_or(t, |m| m.max(t)));
+        let keep = track.replay.cut_at(at.byte).is_none_or(|cut| cut.includes_in(watermark, t));
+        if keep && self.out.emit_in(watermark, t, record) && track.after_cut.is_none() {
+            track.after_cut = Some((at, seen));
+        }
+        true
     }
 
     /// Sends a line that could not be read to the dead letters, unless it was read (and sent
@@ -340,34 +405,70 @@ impl<D: Data + DeserializeOwned + Timestamped> SourceReader for FileReader<D> {
             Some(Ok(n)) => n,
             None => u64::MAX,
         };
-        let mut cx = Context { name: &self.name, out, max_seen: &mut self.max_seen, budget };
+        if !self.started {
+            self.started = true;
+            self.find_starts()?;
+        }
+        let mut cx =
+            Context { name: &self.name, out, lateness: self.lateness, budget, stop_above: None };
         while cx.more() {
-            let Some(reading) = self.open.as_mut() else {
-                let Some(todo) = self.todo.pop() else { break };
+            // Read the unit that holds the reader's watermark lowest: the open one with the
+            // smallest largest event time, unless a unit not opened yet starts below it (it
+            // is opened then). A unit whose watermark starts low (a late first record, a
+            // range a restored run had read less far) is so read at once instead of holding
+            // every window back until its turn; units in time order are read one by one.
+            let open = self.open.iter().enumerate().min_by_key(|(_, r)| (r.track.ahead(), r.unit));
+            let todo = (self.todo.iter().enumerate())
+                .min_by_key(|(_, t)| (t.seen.unwrap_or(EventTime::MAX), t.unit));
+            let opens = match (open, todo) {
+                (_, None) => None,
+                (None, Some((j, _))) => Some(j),
+                (Some((_, r)), Some((j, t))) => t
+                    .seen
+                    .is_some_and(|start| r.track.ahead().is_some_and(|seen| start < seen))
+                    .then_some(j),
+            };
+            if let Some(j) = opens {
+                let todo = self.todo.swap_remove(j);
                 match open_unit(&self.files, &self.units, self.header, todo)? {
-                    Ok(reading) => self.open = Some(reading),
+                    Ok(reading) => self.open.push(reading),
                     Err(position) => self.done.push(position),
                 }
                 continue;
-            };
-            if reading.read(&mut cx)? {
+            }
+            let Some((i, _)) = open else { break };
+            // Read it while it stays within a slack of the next lowest, or a unit far ahead
+            // would raise the times the reader sends (and with them the next checkpoint's
+            // cut) long before the others get there; the slack keeps units that cover the
+            // same times from taking turns record by record.
+            let others = self.open.iter().enumerate().filter(|(k, _)| *k != i);
+            let others = others.map(|(_, r)| r.track.ahead());
+            let lowest = others.chain(self.todo.iter().map(|t| t.seen)).flatten().min();
+            let slack = self.lateness.max(AHEAD_SLACK_MS);
+            cx.stop_above = lowest.map(|t| t.saturating_add(slack));
+            if self.open[i].read(&mut cx)? {
+                let reading = self.open.swap_remove(i);
                 self.done.push(reading.position(&self.files, &self.units, true));
-                self.open = None;
             }
         }
         if let Some(rate) = self.rate.as_mut() {
             rate.use_up(budget - cx.budget);
         }
-        if self.open.is_none() && self.todo.is_empty() {
+        if self.open.is_empty() && self.todo.is_empty() {
             return Ok(Poll::Done);
         }
-        if let Some(max) = self.max_seen {
-            out.advance_watermark(max.saturating_sub(self.lateness));
+        // The reader's watermark: the smallest of its units still to read. A unit not
+        // opened yet holds it at its first record, so its records are judged by the unit's
+        // own watermark whichever worker reads it, and whenever.
+        let open = self.open.iter().map(|r| r.track.ahead());
+        let seen = open.chain(self.todo.iter().map(|t| t.seen)).flatten().min();
+        if let Some(seen) = seen {
+            out.advance_watermark(seen.saturating_sub(self.lateness));
         }
         Ok(Poll::Ready)
     }
 
-    /// Every unit's position: those read to the end, the one being read, and those a restore
+    /// Every unit's position: those read to the end, those being read, and those a restore
     /// placed but not opened yet.
     fn checkpoint(&mut self, _: u64) -> Result<Vec<u8>> {
         let mut positions = Vec::with_capacity(self.done.len() + 1);
@@ -377,7 +478,7 @@ impl<D: Data + DeserializeOwned + Timestamped> SourceReader for FileReader<D> {
             done.from = Pos { byte: done.next, ..done.from };
             done.older.clear();
         }
-        if let Some(reading) = self.open.as_mut() {
+        for reading in &mut self.open {
             positions.push(reading.position(&self.files, &self.units, false));
             reading.track.after_cut = None;
         }
@@ -405,12 +506,32 @@ impl<D: Data + DeserializeOwned + Timestamped> SourceReader for FileReader<D> {
                 };
                 let Some(todo) = self.todo.iter_mut().find(|t| t.unit == unit) else { continue };
                 let replay = Replay::restored(p.from.byte, p.next, cut, &p.older);
+                todo.seen = if p.fully_read() { None } else { p.seen };
                 todo.resume = Some((p, replay));
                 restored += 1;
             }
         }
         tracing::info!(source = %self.name, units = restored,
             "file ranges restored to their checkpointed positions");
+        Ok(())
+    }
+}
+
+impl<D: DeserializeOwned + Timestamped> FileReader<D> {
+    /// Finds where the watermark of every unit still to read starts: its restored one, or
+    /// the event time of its first record that decodes (a look into each unit).
+    fn find_starts(&mut self) -> Result<()> {
+        for i in 0..self.todo.len() {
+            let todo = &self.todo[i];
+            // Known already, or nothing left to read (it holds no watermark back).
+            if todo.seen.is_some() || todo.resume.as_ref().is_some_and(|(p, _)| p.fully_read()) {
+                continue;
+            }
+            let look = Todo { unit: todo.unit, resume: todo.resume.clone(), seen: None };
+            if let Ok(reading) = open_unit(&self.files, &self.units, self.header, look)? {
+                self.todo[i].seen = reading.first_event_time::<D>();
+            }
+        }
         Ok(())
     }
 }
@@ -485,7 +606,7 @@ fn open_unit(
         if let Some(from) = resume {
             reader.seek(from.into()).map_err(|e| io("cannot seek in", e.into()))?;
         }
-        Open::Csv { reader, headers }
+        Open::Csv { reader, headers, held: None }
     } else {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let (pos, line) = match resume {
@@ -506,26 +627,76 @@ fn open_unit(
             }
             None => (0, 1),
         };
-        Open::Lines(Lines { reader, pos, end: unit.end, line, buf: Vec::new() })
+        Open::Lines(Lines { reader, pos, end: unit.end, line, buf: Vec::new(), held: None })
     };
-    Ok(Ok(Reading { unit: todo.unit, track: Track { path: shown, after_cut: None, replay }, open }))
+    let track = Track { path: shown, seen: todo.seen, after_cut: None, held: None, replay };
+    Ok(Ok(Reading { unit: todo.unit, track, open }))
 }
 
 impl Reading {
     /// Where the reader stands, for a checkpoint.
     fn position(&self, files: &[(PathBuf, Format)], units: &[Unit], done: bool) -> Position {
         let unit = &units[self.unit];
+        // A record held back was not emitted: a restart reads it again.
         let next = match &self.open {
-            Open::Lines(lines) => Pos { byte: lines.pos, line: lines.line, record: 0 },
-            Open::Csv { reader, .. } => reader.position().into(),
+            Open::Lines(lines) => {
+                lines.held.unwrap_or(Pos { byte: lines.pos, line: lines.line, record: 0 })
+            }
+            Open::Csv { reader, held, .. } => {
+                held.as_ref().map_or_else(|| reader.position().into(), |(at, _)| *at)
+            }
         };
+        let (from, seen) = self.track.after_cut.unwrap_or((next, self.track.seen));
         Position {
             path: files[unit.file].0.clone(),
             start: unit.start,
-            from: self.track.after_cut.unwrap_or(next),
+            from,
             next: next.byte,
             older: self.track.replay.older(next.byte),
             done,
+            seen,
+        }
+    }
+
+    /// The event time of the unit's first record that decodes, among its first
+    /// [`LOOK_AHEAD`] lines or records; `None` if there is none.
+    fn first_event_time<D: DeserializeOwned + Timestamped>(mut self) -> Option<EventTime> {
+        match &mut self.open {
+            Open::Lines(lines) => {
+                for _ in 0..LOOK_AHEAD {
+                    if lines.pos >= lines.end {
+                        return None;
+                    }
+                    lines.buf.clear();
+                    let limit = MAX_LINE_BYTES as u64 + 1;
+                    let n = (&mut lines.reader).take(limit).read_until(b'\n', &mut lines.buf);
+                    match n {
+                        Ok(0) | Err(_) => return None,
+                        Ok(n) => lines.pos += n as u64,
+                    }
+                    if let Ok(record) = serde_json::from_slice::<D>(trim_line(&lines.buf)) {
+                        return Some(record.event_time());
+                    }
+                }
+                None
+            }
+            Open::Csv { reader, headers, .. } => {
+                let headers = (!headers.is_empty()).then_some(&*headers);
+                let mut record = csv::ByteRecord::new();
+                for _ in 0..LOOK_AHEAD {
+                    match reader.read_byte_record(&mut record) {
+                        Ok(true) => {
+                            if let Ok(value) = record.deserialize::<D>(headers) {
+                                return Some(value.event_time());
+                            }
+                        }
+                        Ok(false) => return None,
+                        Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return None,
+                        Err(_) => {}
+                    }
+                }
+                None
+            }
         }
     }
 
@@ -536,7 +707,9 @@ impl Reading {
     ) -> Result<bool> {
         match &mut self.open {
             Open::Lines(lines) => lines.read(&mut self.track, cx),
-            Open::Csv { reader, headers } => read_csv(reader, headers, &mut self.track, cx),
+            Open::Csv { reader, headers, held } => {
+                read_csv(reader, headers, held, &mut self.track, cx)
+            }
         }
     }
 }
@@ -547,6 +720,12 @@ impl Lines {
         track: &mut Track,
         cx: &mut Context<'_, '_, D>,
     ) -> Result<bool> {
+        if let Some(at) = self.held.take() {
+            // Offered again; still held if the unit is still ahead.
+            if !self.offer(at, track, cx) {
+                return Ok(false);
+            }
+        }
         while cx.more() {
             if self.pos >= self.end {
                 return Ok(true);
@@ -573,16 +752,39 @@ impl Lines {
                 cx.dead_letter(track, at, reason, &self.buf);
                 continue;
             }
-            let text = trim_line(&self.buf);
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<D>(text) {
-                Ok(record) => cx.record(track, at, record),
-                Err(e) => cx.dead_letter(track, at, e.to_string(), text),
+            if !self.offer(at, track, cx) {
+                return Ok(false);
             }
         }
         Ok(false)
+    }
+
+    /// Decodes the line in `buf`, read at `at`, and emits it or sends it to the dead letters;
+    /// returns `false` if it is held back instead (then `held` is `at`).
+    #[inline]
+    fn offer<D: DeserializeOwned + Timestamped>(
+        &mut self,
+        at: Pos,
+        track: &mut Track,
+        cx: &mut Context<'_, '_, D>,
+    ) -> bool {
+        let text = trim_line(&self.buf);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return true;
+        }
+        match serde_json::from_slice::<D>(text) {
+            Ok(record) => {
+                let emitted = cx.record(track, at, record);
+                if !emitted {
+                    self.held = Some(at);
+                }
+                emitted
+            }
+            Err(e) => {
+                cx.dead_letter(track, at, e.to_string(), text);
+                true
+            }
+        }
     }
 }
 
@@ -616,10 +818,23 @@ fn trim_line(buf: &[u8]) -> &[u8] {
 fn read_csv<D: DeserializeOwned + Timestamped>(
     reader: &mut csv::Reader<File>,
     headers: &csv::ByteRecord,
+    held: &mut Option<(Pos, csv::ByteRecord)>,
     track: &mut Track,
     cx: &mut Context<'_, '_, D>,
 ) -> Result<bool> {
     let headers = (!headers.is_empty()).then_some(headers);
+    if let Some((at, record)) = held.take() {
+        // Offered again; still held if the unit is still ahead. (It decoded before.)
+        match record.deserialize::<D>(headers) {
+            Ok(value) => {
+                if !cx.record(track, at, value) {
+                    *held = Some((at, record));
+                    return Ok(false);
+                }
+            }
+            Err(e) => cx.dead_letter(track, at, e.to_string(), &join_record(&record)),
+        }
+    }
     let mut record = csv::ByteRecord::new();
     while cx.more() {
         let start = Pos::from(reader.position());
@@ -633,7 +848,12 @@ fn read_csv<D: DeserializeOwned + Timestamped>(
             Ok(true) => {
                 let at = record.position().map_or(start, Pos::from);
                 match record.deserialize::<D>(headers) {
-                    Ok(value) => cx.record(track, at, value),
+                    Ok(value) => {
+                        if !cx.record(track, at, value) {
+                            *held = Some((at, record));
+                            return Ok(false);
+                        }
+                    }
                     Err(e) => cx.dead_letter(track, at, e.to_string(), &join_record(&record)),
                 }
             }

@@ -340,14 +340,17 @@ struct Part {
     next: Option<i64>,
     /// Bounded jobs: the offset at which the partition ends.
     end: Option<i64>,
+    /// The largest event time read from the partition: its watermark is this less
+    /// `max_out_of_orderness`, and a record's timely time follows from it.
     max_event_time: Option<EventTime>,
     last_record: Instant,
     /// Quiet for the idle timeout and without a backlog at the last check.
     idle: bool,
     /// When the backlog was last checked.
     idle_checked: Option<Instant>,
-    /// The first offset emitted at or after a pending checkpoint's cut.
-    after_cut: Option<i64>,
+    /// The first offset emitted at or after a pending checkpoint's cut, and the partition's
+    /// largest event time before it.
+    after_cut: Option<(i64, Option<EventTime>)>,
     /// After a restore: the spans re-read that runs before read already, by offset.
     replay: Replay<i64>,
 }
@@ -365,6 +368,9 @@ struct Position {
     /// restore of its own: `(until, cut)`, by `until`. A record below `until` (and at or after
     /// the previous span's) was read before a checkpoint cut at `cut`.
     older: Vec<(i64, Time)>,
+    /// The partition's largest event time before `from`: a restart re-reads from there with
+    /// the watermark the crashed run had, so every record gets the same timely time.
+    seen: Option<EventTime>,
 }
 
 /// One worker's share of a Kafka source.
@@ -653,12 +659,14 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             match decoded {
                 Ok(record) => {
                     let t = record.event_time();
-                    part.max_event_time = Some(part.max_event_time.map_or(t, |m| m.max(t)));
-                    if replay.is_none_or(|cut| cut.includes(t))
-                        && out.emit(t, record)
+                    let seen = part.max_event_time;
+                    let watermark = seen.map_or(0, |m| m.saturating_sub(self.lateness));
+                    part.max_event_time = Some(seen.map_or(t, |m| m.max(t)));
+                    if replay.is_none_or(|cut| cut.includes_in(watermark, t))
+                        && out.emit_in(watermark, t, record)
                         && part.after_cut.is_none()
                     {
-                        part.after_cut = Some(offset);
+                        part.after_cut = Some((offset, seen));
                     }
                 }
                 // Dead-lettered before the checkpoint already.
@@ -714,10 +722,14 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             let after_cut = part.after_cut.take();
             // A partition not read yet restarts from where the job's start setting says.
             let Some(next) = part.next else { continue };
-            let from = after_cut.unwrap_or(next).min(next);
+            let (from, seen) = match after_cut {
+                Some((from, seen)) if from < next => (from, seen),
+                _ => (next, part.max_event_time),
+            };
             let topic = self.config.topics[part.topic].clone();
             let older = part.replay.older(next);
-            positions.push(Position { topic, partition: part.partition, from, next, older });
+            let partition = part.partition;
+            positions.push(Position { topic, partition, from, next, older, seen });
         }
         let bytes = encode(&positions)?;
         self.to_commit.push((checkpoint, positions));
@@ -753,6 +765,7 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             for p in positions {
                 let Some(part) = self.part(&p.topic, p.partition) else { continue };
                 part.next = Some(p.from);
+                part.max_event_time = p.seen;
                 part.replay = Replay::restored(p.from, p.next, cut, &p.older);
                 // Not assigned yet (that happens at the first poll): only the offset moves.
                 self.unassigned

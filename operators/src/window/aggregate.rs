@@ -7,11 +7,19 @@
 //!    fires windows when the frontier reaches their end, emits corrections for late
 //!    partials, and frees a window once the frontier passes its end plus the allowed lateness.
 //!
-//! Lateness is judged by a record's timely time, which is its source's watermark when it was
+//! Lateness is judged by a record's timely time, which is its split's watermark when it was
 //! read (or its own event time, rounded down, if it was on time): a record at time `t` is late
 //! for a window if `t >= end`, and too late if `t >= end + allowed_lateness`. The rule needs no
 //! frontier, so both phases agree on it, and a window's state is never freed while a record
 //! that may still update it can arrive.
+//!
+//! The output is a function of the records' times alone, never of when partials arrive: a
+//! window's first result holds exactly its on-time records; late partials wait until the
+//! frontier passes their time and are applied time by time, after the windows ending at or
+//! before that time have fired, each time emitting one correction per key and window it
+//! changed. A key's results carry revisions 0, 1, 2, ... (0 also when its first result comes
+//! from late records only). So a run restored from a checkpoint, with any worker count,
+//! emits what a run without a crash emits.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -34,6 +42,9 @@ use crate::key_by::key_hash;
 
 /// A partial aggregate of one key in one window.
 pub(crate) type Partial<K, Acc> = (K, Window, Acc);
+
+/// Partials waiting for the frontier to pass their time, by time, with a capability for it.
+pub(crate) type Waiting<K, Acc> = BTreeMap<Time, (Capability<Time>, Vec<Partial<K, Acc>>)>;
 
 pub(super) fn window_aggregate<'scope, K, V, W, A>(
     input: Events<'scope, (K, V)>,
@@ -164,7 +175,7 @@ fn fold<K: Hash + Eq, V, A: Aggregator<V>>(
 /// The state of one window on one worker.
 struct Slot<K, Acc> {
     window: Window,
-    /// Each key's accumulator and how many times it was emitted.
+    /// Each key's accumulator and the revision its next result carries (0 until its first).
     accs: FxHashMap<K, (Acc, u32)>,
     /// Held until the window fires, at the earliest time its result may carry.
     cap: Option<Capability<Time>>,
@@ -172,99 +183,85 @@ struct Slot<K, Acc> {
 }
 
 /// One window's state in a checkpoint: the window, whether it fired, and each key's
-/// accumulator and revision.
+/// accumulator and next revision.
 type SlotState<K, Acc> = (Window, bool, Vec<(K, Acc, u32)>);
 
 /// The windows of one worker, by end (for fixed-size windows the end identifies the window).
 struct Windows<K, Acc> {
     slots: BTreeMap<(Time, Time), Slot<K, Acc>>,
+    /// Partials read at or after their window's end (late), by time: applied in time order
+    /// once the frontier has passed their time, each time's corrections once. What a window
+    /// emits then depends only on the records' times, not on when the partials arrived.
+    late: Waiting<K, Acc>,
     corrections: Vec<((Time, Time), K)>,
 }
 
 impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
-    /// Merges a batch of partials at `cap`, emitting corrections for windows that fired.
-    fn absorb<V, A, O>(
+    fn new() -> Self {
+        Windows { slots: BTreeMap::new(), late: BTreeMap::new(), corrections: Vec::new() }
+    }
+
+    /// Takes a batch of partials at `cap`: those on time merge into their window, late ones
+    /// wait for the frontier (see [`Windows::advance`]).
+    fn absorb<V, A>(
         &mut self,
         cap: &Capability<Time>,
         data: &mut Vec<Partial<K, Acc>>,
         agg: &A,
         granularity: Granularity,
+    ) where
+        A: Aggregator<V, Acc = Acc>,
+    {
+        let time = *cap.time();
+        for (key, window, partial) in data.drain(..) {
+            if time >= window.end {
+                let late = self.late.entry(time).or_insert_with(|| (cap.clone(), Vec::new()));
+                late.1.push((key, window, partial));
+                continue;
+            }
+            let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| Slot {
+                window,
+                accs: FxHashMap::default(),
+                cap: None,
+                fired: false,
+            });
+            // On time: the frontier has not reached the window's end, so it has not fired.
+            debug_assert!(!slot.fired, "an on-time partial for a fired window");
+            // The result carries event time end - 1; hold the earliest time allowed.
+            let at = time.max(granularity.quantize(window.end - 1));
+            if slot.cap.as_ref().is_none_or(|c| at < *c.time()) {
+                slot.cap = Some(cap.delayed(&at));
+            }
+            match slot.accs.get_mut(&key) {
+                Some((acc, _)) => agg.merge(acc, partial),
+                None => {
+                    slot.accs.insert(key, (partial, 0));
+                }
+            }
+        }
+    }
+
+    /// Fires the windows whose end `watermark` has passed and applies the late partials
+    /// below it, in time order: at each late time, first the windows ending at or before it
+    /// fire, then its partials merge and every key and window they changed emits one
+    /// correction. Then frees the windows past their lateness.
+    fn advance<V, A, O>(
+        &mut self,
+        watermark: Time,
+        lateness: u64,
+        agg: &A,
         late_updates: &tributary_runtime::status::LateCounter,
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
         O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
     {
-        let time = *cap.time();
-        for (key, window, partial) in data.drain(..) {
-            let id = (window.end, window.start);
-            let slot = self.slots.entry(id).or_insert_with(|| Slot {
-                window,
-                accs: FxHashMap::default(),
-                cap: None,
-                fired: false,
-            });
-            if !slot.fired {
-                // The result carries event time end - 1; hold the earliest time allowed.
-                let at = time.max(granularity.quantize(window.end - 1));
-                if slot.cap.as_ref().is_none_or(|c| at < *c.time()) {
-                    slot.cap = Some(cap.delayed(&at));
-                }
-            }
-            match slot.accs.get_mut(&key) {
-                Some((acc, _)) => agg.merge(acc, partial),
-                None => {
-                    slot.accs.insert(key.clone(), (partial, 0));
-                }
-            }
-            if slot.fired {
-                self.corrections.push((id, key));
-            }
-        }
-        if self.corrections.is_empty() {
-            return;
-        }
-        late_updates.increment(self.corrections.len() as u64);
-        self.corrections.sort_unstable_by_key(|c| c.0);
-        let mut results = Vec::with_capacity(self.corrections.len());
-        for (id, key) in self.corrections.drain(..) {
-            let slot = self.slots.get_mut(&id).expect("corrected windows exist");
-            let (acc, revision) = slot.accs.get_mut(&key).expect("corrected keys exist");
-            *revision += 1;
-            let result = WindowResult {
-                key,
-                window: slot.window,
-                value: agg.finish(acc),
-                revision: *revision,
-            };
-            results.push(result);
-        }
-        output(cap, &mut results);
-    }
-
-    /// Fires the windows that `watermark` has passed, then frees those past their lateness.
-    fn advance<V, A, O>(&mut self, watermark: Time, lateness: u64, agg: &A, output: &mut O)
-    where
-        A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
-    {
-        for (_, slot) in self.slots.range_mut(..(watermark.saturating_add(1), 0)) {
-            if slot.fired {
-                continue;
-            }
-            slot.fired = true;
-            if let Some(cap) = slot.cap.take() {
-                let window = slot.window;
-                let mut results: Vec<_> = (slot.accs.iter())
-                    .map(|(key, (acc, _))| WindowResult {
-                        key: key.clone(),
-                        window,
-                        value: agg.finish(acc),
-                        revision: 0,
-                    })
-                    .collect();
-                output(&cap, &mut results);
-            }
+        loop {
+            let next = self.late.first_key_value().map(|(t, _)| *t).filter(|t| *t < watermark);
+            self.fire(next.unwrap_or(watermark), agg, output);
+            let Some(time) = next else { break };
+            let (cap, partials) = self.late.remove(&time).expect("a late time");
+            self.correct(&cap, partials, agg, late_updates, output);
         }
         while let Some(entry) = self.slots.first_entry() {
             if entry.get().window.end.saturating_add(lateness) > watermark {
@@ -272,6 +269,85 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
             }
             entry.remove();
         }
+    }
+
+    /// Fires the windows ending at or before `time` that have not fired.
+    fn fire<V, A, O>(&mut self, time: Time, agg: &A, output: &mut O)
+    where
+        A: Aggregator<V, Acc = Acc>,
+        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+    {
+        for (_, slot) in self.slots.range_mut(..(time.saturating_add(1), 0)) {
+            if slot.fired {
+                continue;
+            }
+            slot.fired = true;
+            let Some(cap) = slot.cap.take() else { continue };
+            let window = slot.window;
+            let mut results: Vec<_> = (slot.accs.iter_mut())
+                .map(|(key, (acc, revision))| {
+                    let result = WindowResult {
+                        key: key.clone(),
+                        window,
+                        value: agg.finish(acc),
+                        revision: *revision,
+                    };
+                    *revision += 1;
+                    result
+                })
+                .collect();
+            output(&cap, &mut results);
+        }
+    }
+
+    /// Merges the late partials of one time into their (fired) windows and emits a
+    /// correction per key and window they changed; a key's first result is revision 0 even
+    /// when it comes from late records only.
+    fn correct<V, A, O>(
+        &mut self,
+        cap: &Capability<Time>,
+        partials: Vec<Partial<K, Acc>>,
+        agg: &A,
+        late_updates: &tributary_runtime::status::LateCounter,
+        output: &mut O,
+    ) where
+        A: Aggregator<V, Acc = Acc>,
+        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+    {
+        for (key, window, partial) in partials {
+            let id = (window.end, window.start);
+            // Fired just before if it had on-time records; new (and so fired) otherwise.
+            let slot = self.slots.entry(id).or_insert_with(|| Slot {
+                window,
+                accs: FxHashMap::default(),
+                cap: None,
+                fired: true,
+            });
+            debug_assert!(slot.fired, "a late partial for a window that has not fired");
+            match slot.accs.get_mut(&key) {
+                Some((acc, _)) => agg.merge(acc, partial),
+                None => {
+                    slot.accs.insert(key.clone(), (partial, 0));
+                }
+            }
+            self.corrections.push((id, key));
+        }
+        let mut seen = rustc_hash::FxHashSet::default();
+        self.corrections.retain(|c| seen.insert(c.clone()));
+        late_updates.increment(self.corrections.len() as u64);
+        let mut results = Vec::with_capacity(self.corrections.len());
+        for (id, key) in self.corrections.drain(..) {
+            let slot = self.slots.get_mut(&id).expect("corrected windows exist");
+            let (acc, revision) = slot.accs.get_mut(&key).expect("corrected keys exist");
+            results.push(WindowResult {
+                key,
+                window: slot.window,
+                value: agg.finish(acc),
+                revision: *revision,
+            });
+            *revision += 1;
+        }
+        output(cap, &mut results);
     }
 
     fn snapshot(&self) -> Vec<SlotState<K, Acc>> {
@@ -333,7 +409,7 @@ where
 
     let worker = scope.index();
     partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
-        let mut windows = Windows { slots: BTreeMap::new(), corrections: Vec::new() };
+        let mut windows = Windows::new();
         let mut state_gauge = StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
         let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
         if let Some(c) = &checkpointer {
@@ -355,23 +431,27 @@ where
                 if cut.is_some_and(|cut| *cap.time() >= cut) {
                     stash.push((cap, std::mem::take(data)));
                 } else {
-                    windows.absorb(&cap, data, &agg, granularity, &late_updates, &mut emit);
+                    windows.absorb(&cap, data, &agg, granularity);
                 }
             });
             let frontier = frontier.frontier().first().copied();
             let watermark = frontier.unwrap_or(Time::MAX);
             // While a cut is pending the operator acts as if the watermark stood at the cut.
-            windows.advance(watermark.min(cut.unwrap_or(Time::MAX)), lateness, &agg, &mut emit);
+            let until = watermark.min(cut.unwrap_or(Time::MAX));
+            windows.advance(until, lateness, &agg, &late_updates, &mut emit);
             state_gauge.update(|| windows.slots.values().map(|slot| slot.accs.len()).sum());
             let Some(c) = checkpointer.as_mut() else { return };
             if cut.is_some_and(|cut| watermark >= cut) {
+                // Every late partial below the cut has been applied (the cut lies above all
+                // that was sent when it was taken).
+                debug_assert!(windows.late.is_empty(), "late partials left at a cut");
                 if let Err(error) = c.save(&windows.snapshot()) {
                     job.state.fail(error);
                 }
                 for (cap, mut data) in stash.drain(..) {
-                    windows.absorb(&cap, &mut data, &agg, granularity, &late_updates, &mut emit);
+                    windows.absorb(&cap, &mut data, &agg, granularity);
                 }
-                windows.advance(watermark, lateness, &agg, &mut emit);
+                windows.advance(watermark, lateness, &agg, &late_updates, &mut emit);
             }
             if frontier.is_none() {
                 if let Err(error) = c.finish(&windows.snapshot()) {
@@ -381,4 +461,76 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+    use timely::dataflow::operators::capture::{Capture, Extract};
+    use timely::dataflow::operators::vec::Map;
+    use timely::dataflow::InputHandle;
+    use tributary_runtime::{EventTime, Timestamped};
+
+    use crate::{Count, KeyBy, Tumbling};
+
+    #[derive(Clone, Serialize, Deserialize)]
+    struct R {
+        key: u32,
+        ts: EventTime,
+    }
+
+    impl Timestamped for R {
+        fn event_time(&self) -> EventTime {
+            self.ts
+        }
+    }
+
+    /// `(key, count, revision)` of every result of one-second windows with ten seconds of
+    /// allowed lateness, for `(timely time, record)` inputs sent in order.
+    fn results(inputs: Vec<(u64, R)>) -> Vec<(u32, u64, u32)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandle::new();
+            worker.dataflow::<u64, _, _>(|scope| {
+                input
+                    .to_stream(scope)
+                    .key_by(|r: &R| r.key)
+                    .window(Tumbling::new(Duration::from_secs(1)))
+                    .allowed_lateness(Duration::from_secs(10))
+                    .aggregate(Count)
+                    .map(|w| (w.key, w.value, w.revision))
+                    .capture_into(tx);
+            });
+            for (time, record) in inputs {
+                input.advance_to(time);
+                input.send(record);
+            }
+        });
+        rx.extract().into_iter().flat_map(|(_, results)| results).collect()
+    }
+
+    #[test]
+    fn a_key_whose_first_records_are_late_starts_at_revision_0() {
+        // Key 1 on time; key 0's two readings of the window [0, 1000) both arrive after the
+        // window fired, within the allowed lateness, at two later times.
+        let got = results(vec![
+            (200, R { key: 1, ts: 200 }),
+            (1500, R { key: 0, ts: 500 }),
+            (2500, R { key: 0, ts: 600 }),
+        ]);
+        assert_eq!(got, vec![(1, 1, 0), (0, 1, 0), (0, 2, 1)]);
+    }
+
+    #[test]
+    fn a_window_whose_only_records_are_late_emits_revision_0_first() {
+        let got = results(vec![
+            (1500, R { key: 0, ts: 500 }),
+            (1500, R { key: 0, ts: 700 }),
+            (2500, R { key: 0, ts: 600 }),
+        ]);
+        // The two readings at one time are one result; the next time corrects it.
+        assert_eq!(got, vec![(0, 2, 0), (0, 3, 1)]);
+    }
 }

@@ -12,9 +12,14 @@
 //! (it was read behind the watermark), and too late when it is late and
 //! `t >= e + allowed_lateness`. Fixed windows judge by the window end; a session's end is not
 //! known until it closes, and judging by the record's own time guarantees that an accepted
-//! record never meets a session whose state was already freed. A late record that changes a fired session emits the merged
-//! session with a higher `revision`; it replaces every earlier result of that key whose window
-//! it overlaps.
+//! record never meets a session whose state was already freed. A late record that changes a
+//! fired session emits the merged session with a higher `revision`; it replaces every earlier
+//! result of that key whose window it overlaps.
+//!
+//! Partial sessions wait until the frontier passes their time and are applied time by time,
+//! after the sessions ending at or before that time have fired, with one correction per fired
+//! session a time changed: the output depends only on the records' times, so a run restored
+//! from a checkpoint emits what a run without a crash emits.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -37,6 +42,7 @@ use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Ti
 use super::{instrument, Window, WindowResult, WithLate};
 use crate::aggregate::Aggregator;
 use crate::key_by::{key_hash, Keyed};
+use crate::window::aggregate::Waiting;
 
 /// A keyed stream with a session gap, waiting for its aggregation.
 pub struct SessionWindowed<'scope, K, V> {
@@ -224,12 +230,25 @@ struct Sessions<K, Acc> {
     timers: BTreeMap<Time, Timer<K>>,
     /// When fired sessions of a key may be freed.
     cleanup: BTreeMap<Time, Vec<K>>,
-    corrections: Vec<(K, Window)>,
+    /// Partial sessions by time, applied in time order once the frontier has passed their
+    /// time (see [`Sessions::advance`]).
+    pending: Waiting<K, Acc>,
     lateness: u64,
     granularity: Granularity,
 }
 
 impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
+    fn new(lateness: u64, granularity: Granularity) -> Self {
+        Sessions {
+            sessions: FxHashMap::default(),
+            timers: BTreeMap::new(),
+            cleanup: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            lateness,
+            granularity,
+        }
+    }
+
     /// A session of `key` ending at `end` fires once the frontier reaches `end`, at `at`.
     fn schedule(&mut self, key: K, end: Time, at: Time, cap: &Capability<Time>) {
         let timer = self
@@ -242,12 +261,48 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
         timer.keys.push(key);
     }
 
-    /// Merges a batch of partial sessions read at `cap`, emitting corrections for sessions
-    /// that fired.
-    fn absorb<V, A, O>(
+    /// Takes a batch of partial sessions read at `cap`; they wait for the frontier to pass
+    /// their time. (Merging at once would make the results depend on arrival order: a late
+    /// record can join a session to one that fired, and whether a later batch finds the
+    /// session fired would then depend on which came first.)
+    fn absorb(&mut self, cap: &Capability<Time>, data: &mut Vec<Partial<K, Acc>>) {
+        let pending = self.pending.entry(*cap.time()).or_insert_with(|| (cap.clone(), Vec::new()));
+        pending.1.append(data);
+    }
+
+    /// Merges a partial session read at `cap` into its key's sessions, scheduling the result
+    /// if it has not fired; returns the merged session and whether it had fired.
+    fn merge_in<V, A>(
         &mut self,
         cap: &Capability<Time>,
-        data: &mut Vec<Partial<K, Acc>>,
+        key: K,
+        window: Window,
+        partial: Acc,
+        agg: &A,
+    ) -> (Window, bool)
+    where
+        A: Aggregator<V, Acc = Acc>,
+    {
+        let list = self.sessions.entry(key.clone()).or_default();
+        let fresh = Emitted { revision: 0, fired: false };
+        let at = insert(list, agg, window, partial, fresh, |a, b| Emitted {
+            revision: a.revision.max(b.revision),
+            fired: a.fired || b.fired,
+        });
+        let (merged, _, emitted) = list[at];
+        if !emitted.fired {
+            let at = (*cap.time()).max(self.granularity.quantize(merged.end - 1));
+            self.schedule(key, merged.end, at, cap);
+        }
+        (merged, emitted.fired)
+    }
+
+    /// Merges the partial sessions of one time and emits one correction per fired session
+    /// they changed (with the next revision).
+    fn correct<V, A, O>(
+        &mut self,
+        cap: &Capability<Time>,
+        partials: Vec<Partial<K, Acc>>,
         agg: &A,
         late_updates: &tributary_runtime::status::LateCounter,
         output: &mut O,
@@ -255,32 +310,28 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
         A: Aggregator<V, Acc = Acc>,
         O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
     {
-        let time = *cap.time();
-        for (key, window, partial) in data.drain(..) {
-            let list = self.sessions.entry(key.clone()).or_default();
-            let fresh = Emitted { revision: 0, fired: false };
-            let at = insert(list, agg, window, partial, fresh, |a, b| Emitted {
-                revision: a.revision.max(b.revision),
-                fired: a.fired || b.fired,
-            });
-            let (merged, _, emitted) = &mut list[at];
-            if emitted.fired {
-                emitted.revision += 1;
-                self.corrections.push((key, *merged));
-                continue;
+        let mut changed = Vec::new();
+        for (key, window, partial) in partials {
+            let (merged, fired) = self.merge_in(cap, key.clone(), window, partial, agg);
+            if fired {
+                changed.push((key, merged));
             }
-            let end = merged.end;
-            self.schedule(key, end, time.max(self.granularity.quantize(end - 1)), cap);
         }
-        if self.corrections.is_empty() {
-            return;
-        }
-        late_updates.increment(self.corrections.len() as u64);
-        let mut results = Vec::with_capacity(self.corrections.len());
-        for (key, window) in self.corrections.drain(..) {
-            let list = self.sessions.get(&key).expect("corrected keys exist");
+        // Each changed session once, as it stands now (a later partial of the batch may have
+        // merged one into another).
+        let mut seen = rustc_hash::FxHashSet::default();
+        let sessions = &self.sessions;
+        changed.retain(|(key, w)| {
+            let exists = sessions.get(key).is_some_and(|l| l.iter().any(|(x, _, _)| x == w));
+            exists && seen.insert((key.clone(), *w))
+        });
+        late_updates.increment(changed.len() as u64);
+        let mut results = Vec::with_capacity(changed.len());
+        for (key, window) in changed {
+            let list = self.sessions.get_mut(&key).expect("changed keys exist");
             let (w, acc, emitted) =
-                list.iter().find(|(w, _, _)| *w == window).expect("corrected sessions exist");
+                list.iter_mut().find(|(w, _, _)| *w == window).expect("changed sessions exist");
+            emitted.revision += 1;
             let (value, revision) = (agg.finish(acc), emitted.revision);
             results.push(WindowResult { key: key.clone(), window: *w, value, revision });
             self.cleanup.entry(w.end.saturating_add(self.lateness)).or_default().push(key);
@@ -288,15 +339,54 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
         output(cap, &mut results);
     }
 
-    /// Fires the sessions `watermark` has passed, then frees those past their lateness.
-    fn advance<V, A, O>(&mut self, watermark: Time, agg: &A, output: &mut O)
+    /// Applies the partial sessions below `watermark` and fires the sessions whose end it has
+    /// passed, in time order (at each time, the sessions ending at or before it fire first),
+    /// so the output depends only on the records' times; then frees the sessions past their
+    /// lateness.
+    fn advance<V, A, O>(
+        &mut self,
+        watermark: Time,
+        agg: &A,
+        late_updates: &tributary_runtime::status::LateCounter,
+        output: &mut O,
+    ) where
+        A: Aggregator<V, Acc = Acc>,
+        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+    {
+        loop {
+            let next = self.pending.first_key_value().map(|(t, _)| *t).filter(|t| *t < watermark);
+            self.fire(next.unwrap_or(watermark), agg, output);
+            let Some(time) = next else { break };
+            let (cap, partials) = self.pending.remove(&time).expect("a pending time");
+            self.correct(&cap, partials, agg, late_updates, output);
+        }
+        let lateness = self.lateness;
+        while let Some(entry) = self.cleanup.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for key in entry.remove() {
+                if let Some(list) = self.sessions.get_mut(&key) {
+                    list.retain(|(w, _, e)| {
+                        !(e.fired && w.end.saturating_add(lateness) <= watermark)
+                    });
+                    if list.is_empty() {
+                        self.sessions.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fires the sessions ending at or before `time` that have not fired.
+    fn fire<V, A, O>(&mut self, time: Time, agg: &A, output: &mut O)
     where
         A: Aggregator<V, Acc = Acc>,
         O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
     {
         let lateness = self.lateness;
         while let Some(entry) = self.timers.first_entry() {
-            if *entry.key() > watermark {
+            if *entry.key() > time {
                 break;
             }
             let end = *entry.key();
@@ -322,21 +412,6 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
                 }
             }
             output(&cap, &mut results);
-        }
-        while let Some(entry) = self.cleanup.first_entry() {
-            if *entry.key() > watermark {
-                break;
-            }
-            for key in entry.remove() {
-                if let Some(list) = self.sessions.get_mut(&key) {
-                    list.retain(|(w, _, e)| {
-                        !(e.fired && w.end.saturating_add(lateness) <= watermark)
-                    });
-                    if list.is_empty() {
-                        self.sessions.remove(&key);
-                    }
-                }
-            }
         }
     }
 
@@ -391,14 +466,7 @@ where
 
     let worker = scope.index();
     partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
-        let mut state = Sessions {
-            sessions: FxHashMap::default(),
-            timers: BTreeMap::new(),
-            cleanup: BTreeMap::new(),
-            corrections: Vec::new(),
-            lateness,
-            granularity: job.granularity,
-        };
+        let mut state = Sessions::new(lateness, job.granularity);
         let mut state_gauge = StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
         let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
         if let Some(c) = &checkpointer {
@@ -422,23 +490,25 @@ where
                 if cut.is_some_and(|cut| *cap.time() >= cut) {
                     stash.push((cap, std::mem::take(data)));
                 } else {
-                    state.absorb(&cap, data, &agg, &late_updates, &mut emit);
+                    state.absorb(&cap, data);
                 }
             });
             let frontier = frontier.frontier().first().copied();
             let watermark = frontier.unwrap_or(Time::MAX);
             // While a cut is pending the operator acts as if the watermark stood at the cut.
-            state.advance(watermark.min(cut.unwrap_or(Time::MAX)), &agg, &mut emit);
+            let until = watermark.min(cut.unwrap_or(Time::MAX));
+            state.advance(until, &agg, &late_updates, &mut emit);
             state_gauge.update(|| state.sessions.values().map(Vec::len).sum());
             let Some(c) = checkpointer.as_mut() else { return };
             if cut.is_some_and(|cut| watermark >= cut) {
+                debug_assert!(state.pending.is_empty(), "partials left at a cut");
                 if let Err(error) = c.save(&state.snapshot()) {
                     job.state.fail(error);
                 }
                 for (cap, mut data) in stash.drain(..) {
-                    state.absorb(&cap, &mut data, &agg, &late_updates, &mut emit);
+                    state.absorb(&cap, &mut data);
                 }
-                state.advance(watermark, &agg, &mut emit);
+                state.advance(watermark, &agg, &late_updates, &mut emit);
             }
             if frontier.is_none() {
                 if let Err(error) = c.finish(&state.snapshot()) {

@@ -82,7 +82,9 @@ impl CheckpointConfig {
 
 /// Version of the checkpoint files this build writes; it reads this version only.
 /// 2: Kafka partition positions carry the spans a restored run had not re-read yet.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: Kafka partition and file unit positions carry the split's largest event time (its
+/// watermark) at the position; a window key's count is the revision of its next result.
+pub const FORMAT_VERSION: u32 = 3;
 /// First bytes of every worker part file.
 const MAGIC: &[u8; 8] = b"TRIBCKPT";
 
@@ -310,7 +312,9 @@ fn latest(store: &dyn CheckpointStore, job: &str) -> Result<Option<Manifest>> {
         })?;
         if manifest.format != FORMAT_VERSION {
             return Err(Error::Checkpoint(format!(
-                "{}: written in checkpoint format {}, this build reads format {FORMAT_VERSION}",
+                "{}: written in checkpoint format {}, this build reads format {FORMAT_VERSION} \
+                 only: restore it with the build that wrote it, or start the job afresh with \
+                 another `runtime.checkpoint.dir` (or `runtime.checkpoint.job_id`)",
                 store.describe(&path),
                 manifest.format
             )));
@@ -502,5 +506,34 @@ impl Checkpointer {
             states.push(decode(bytes)?);
         }
         Ok(Some(Restore { cut: manifest.cut, states }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_of_another_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalDir::new(dir.path());
+        let manifest = Manifest {
+            format: FORMAT_VERSION - 1,
+            job: "job".into(),
+            id: 4,
+            cut: 1000,
+            last: false,
+            workers: 1,
+            participants: Vec::new(),
+            bytes: 0,
+            duration_ms: 0,
+        };
+        let json = serde_json::to_vec(&manifest).expect("JSON");
+        store.put(&format!("{}/MANIFEST.json", checkpoint_dir("job", 4)), &json).expect("put");
+        let error = latest(&store, "job").expect_err("refused").to_string();
+        let old = format!("checkpoint format {}", FORMAT_VERSION - 1);
+        assert!(error.contains(&old), "{error}");
+        assert!(error.contains("runtime.checkpoint.dir"), "{error}");
+        assert!(error.contains("chk-00000004"), "{error}");
     }
 }
