@@ -8,6 +8,7 @@ pub mod discard;
 pub mod file;
 pub mod generator;
 pub mod input;
+pub mod json;
 pub mod kafka;
 pub mod output;
 pub mod parquet;

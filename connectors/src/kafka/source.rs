@@ -71,7 +71,7 @@ impl<D: DeserializeOwned> Decode<D> for SerdeDecoder {
             _ => return Err("empty value".into()),
         };
         match self.0 {
-            Format::Json => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+            Format::Json => crate::json::decode(payload),
             Format::Csv => {
                 let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(payload);
                 let mut row = csv::ByteRecord::new();
