@@ -1,6 +1,8 @@
 //! Window benchmarks: events per second per worker for tumbling, sliding and session window
 //! counts on generated in-memory events, next to a hand-written timely operator doing the same
-//! tumbling count; and a soak run that reports memory as the stream goes on.
+//! tumbling count behind the same source, and to the pure timely limit (one operator that
+//! makes the events in place and counts them: no source driver, no exchange), with each row's
+//! ratio to that limit; and a soak run that reports memory as the stream goes on.
 //!
 //! ```sh
 //! cargo bench -p tributary-tests --bench windows                      # the table
@@ -10,16 +12,80 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::{Handle, Probe};
+use tributary_connectors::generator::mix;
 use tributary_operators::{Count, KeyBy, Sliding, Tumbling};
 use tributary_runtime::{Events, Granularity, Time};
 
 mod common;
-use common::{memory, report, run, run_without_flow_control, Ev, Input, MapLen};
+use common::{memory, run, run_without_flow_control, Ev, Input, MapLen};
+
+/// The pure timely limit: one timely operator on one worker makes `input`'s events in place
+/// (the same keys and times as its source) and counts them per key in one-minute tumbling
+/// windows, firing a window once its events are all made. What any Tributary pipeline on the
+/// same events can at best approach on one worker.
+fn limit(input: &Input) -> (Duration, u64) {
+    let input = input.clone();
+    timely::execute_directly(move |worker| {
+        let probe = Handle::new();
+        let results = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let counted = std::rc::Rc::clone(&results);
+        worker.dataflow::<Time, _, _>(|scope| {
+            let counts: Events<'_, u64> = source(scope, "limit", |cap, info| {
+                let activator = scope.activator_for(info.address);
+                let mut cap = Some(cap);
+                let mut next = 0u64;
+                let mut windows: BTreeMap<u64, FxHashMap<u64, u64>> = BTreeMap::new();
+                let size = 60_000;
+                move |output| {
+                    let Some(c) = cap.as_mut() else { return };
+                    let end = input.events.min(next + 8192);
+                    for i in next..end {
+                        let h = mix(input.seed, i);
+                        let ts = 1_000_000 + i / input.per_ms - h % (input.disorder + 1);
+                        let window = ts - ts % size + size;
+                        *windows
+                            .entry(window)
+                            .or_default()
+                            .entry((h >> 20) % input.keys)
+                            .or_insert(0) += 1;
+                    }
+                    next = end;
+                    let watermark = if next >= input.events {
+                        u64::MAX
+                    } else {
+                        (1_000_000 + next / input.per_ms).saturating_sub(input.disorder)
+                    };
+                    while let Some(entry) = windows.first_entry() {
+                        if *entry.key() > watermark {
+                            break;
+                        }
+                        let counts = entry.remove();
+                        counted.set(counted.get() + counts.len() as u64);
+                        output.session(c).give_iterator(counts.into_values());
+                    }
+                    if next >= input.events {
+                        cap = None;
+                    } else {
+                        activator.activate();
+                    }
+                }
+            });
+            counts.probe_with(&probe);
+        });
+        let started = Instant::now();
+        while !probe.done() {
+            worker.step();
+        }
+        (started.elapsed(), results.get())
+    })
+}
 
 /// The same tumbling count as a single hand-written timely operator: one hash map per
 /// window, fired on the frontier. No pre-aggregation, no exchange.
@@ -92,8 +158,23 @@ fn main() {
     };
     let many = Input { keys: 1_000_000, ..few.clone() };
     let sessions = Input { keys: 10_000, ..few.clone() };
-    println!("| benchmark (granularity 100 ms, disorder 1 s) | events | workers | time | events/s | per worker | results |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| benchmark (granularity 100 ms, disorder 1 s) | events | workers | time | events/s | per worker | of the limit | results |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let pure = limit(&few);
+    let ceiling = few.events as f64 / pure.0.as_secs_f64();
+    let report = |name: &str, events: u64, workers: usize, (elapsed, rows): (Duration, u64)| {
+        let rate = events as f64 / elapsed.as_secs_f64();
+        let per_worker = rate / workers as f64;
+        println!(
+            "| {name:<44} | {:>6.1}M | {workers} | {:>6.2} s | {:>7.2}M | {:>7.2}M | {:>5.1} % | {rows:>9} |",
+            events as f64 / 1e6,
+            elapsed.as_secs_f64(),
+            rate / 1e6,
+            per_worker / 1e6,
+            100.0 * per_worker / ceiling,
+        );
+    };
+    report("pure timely limit: made and counted in place", few.events, 1, pure);
     report("source and a map, no window", few.events, 1, run(&few, 1, |s| s.map_len()));
     report(
         "hand-written timely tumbling 1m count, 100 keys",
