@@ -154,15 +154,33 @@ impl Cut {
 struct Buckets<D> {
     buckets: Vec<(Time, Vec<D>)>,
     /// The bucket of each time, for records out of order (a poll of a source with a disorder
-    /// bound of seconds spans tens of times).
+    /// bound of seconds spans tens of times): a direct-mapped cache of `(time, bucket + 1)`
+    /// by a hash of the time, then, for times that collide in it, a map.
+    near: Box<[(Time, u32); NEAR]>,
     index: FxHashMap<Time, usize>,
     last: usize,
     spare: Vec<Vec<D>>,
 }
 
+/// Slots of [`Buckets::near`]: a poll rarely spans more distinct times than this.
+const NEAR: usize = 256;
+
+/// The slot of `time` in [`Buckets::near`] (Fibonacci hashing: times are multiples of the
+/// granularity, so their low bits alone would collide).
+#[inline]
+fn near_slot(time: Time) -> usize {
+    (time.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NEAR.trailing_zeros())) as usize
+}
+
 impl<D> Buckets<D> {
     fn new() -> Self {
-        Buckets { buckets: Vec::new(), index: FxHashMap::default(), last: 0, spare: Vec::new() }
+        Buckets {
+            buckets: Vec::new(),
+            near: Box::new([(0, 0); NEAR]),
+            index: FxHashMap::default(),
+            last: 0,
+            spare: Vec::new(),
+        }
     }
 
     #[inline]
@@ -176,20 +194,37 @@ impl<D> Buckets<D> {
         self.push_slow(time, item);
     }
 
-    #[cold]
+    #[inline]
     fn push_slow(&mut self, time: Time, item: D) {
+        let slot = &mut self.near[near_slot(time)];
+        let i = if slot.1 != 0 && slot.0 == time {
+            slot.1 as usize - 1
+        } else {
+            self.find_or_add(time)
+        };
+        self.last = i;
+        self.buckets[i].1.push(item);
+    }
+
+    /// The bucket of `time`, a new one if it has none; cached in `near` if its slot is free.
+    #[cold]
+    fn find_or_add(&mut self, time: Time) -> usize {
         let next = self.buckets.len();
         let i = *self.index.entry(time).or_insert(next);
         if i == next {
             self.buckets.push((time, self.spare.pop().unwrap_or_default()));
         }
-        self.last = i;
-        self.buckets[i].1.push(item);
+        let slot = &mut self.near[near_slot(time)];
+        if slot.1 == 0 {
+            *slot = (time, i as u32 + 1);
+        }
+        i
     }
 
     /// Hands each bucket to `send` (which leaves the vector empty for reuse) and starts over.
     fn drain(&mut self, mut send: impl FnMut(Time, &mut Vec<D>)) {
         for (time, mut batch) in self.buckets.drain(..) {
+            self.near[near_slot(time)].1 = 0;
             send(time, &mut batch);
             batch.clear();
             self.spare.push(batch);
@@ -950,6 +985,36 @@ mod tests {
                 bucket(1, &[6]),
             ];
             assert_eq!(got, expected, "round {round}");
+        }
+    }
+
+    /// More distinct times than the cache has slots, out of order, over several rounds:
+    /// every record lands in its time's bucket, buckets in order of first appearance.
+    #[test]
+    fn buckets_group_many_times_like_a_map() {
+        let mut buckets = Buckets::new();
+        let mut state = 0x9e37_79b9_u64;
+        for round in 0..3u64 {
+            let mut expected: Vec<(Time, Vec<u64>)> = Vec::new();
+            for i in 0..20_000u64 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let time = (state % (NEAR as u64 * 4)) * 100 + round;
+                buckets.push(time, i);
+                match expected.iter_mut().find(|(t, _)| *t == time) {
+                    Some((_, v)) => v.push(i),
+                    None => expected.push((time, vec![i])),
+                }
+            }
+            let mut got = Vec::new();
+            buckets.drain(|t, batch| got.push((t, std::mem::take(batch))));
+            assert!(
+                got == expected,
+                "round {round}: {} buckets, {} expected",
+                got.len(),
+                expected.len()
+            );
         }
     }
 
