@@ -19,7 +19,6 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::{Handle, Probe};
-use tributary_connectors::generator::mix;
 use tributary_operators::{Count, KeyBy, Sliding, Tumbling};
 use tributary_runtime::{Events, Granularity, Time};
 
@@ -47,21 +46,13 @@ fn limit(input: &Input) -> (Duration, u64) {
                     let Some(c) = cap.as_mut() else { return };
                     let end = input.events.min(next + 8192);
                     for i in next..end {
-                        let h = mix(input.seed, i);
-                        let ts = 1_000_000 + i / input.per_ms - h % (input.disorder + 1);
-                        let window = ts - ts % size + size;
-                        *windows
-                            .entry(window)
-                            .or_default()
-                            .entry((h >> 20) % input.keys)
-                            .or_insert(0) += 1;
+                        let ev = input.event(i);
+                        let window = ev.ts - ev.ts % size + size;
+                        *windows.entry(window).or_default().entry(ev.key).or_insert(0) += 1;
                     }
                     next = end;
-                    let watermark = if next >= input.events {
-                        u64::MAX
-                    } else {
-                        (1_000_000 + next / input.per_ms).saturating_sub(input.disorder)
-                    };
+                    let watermark =
+                        if next >= input.events { u64::MAX } else { input.watermark(next) };
                     while let Some(entry) = windows.first_entry() {
                         if *entry.key() > watermark {
                             break;

@@ -45,6 +45,22 @@ pub struct Input {
     pub report_every: Option<u64>,
 }
 
+impl Input {
+    /// Event `i`: a pure function of the seed and `i`.
+    #[inline]
+    pub fn event(&self, i: u64) -> Ev {
+        let h = mix(self.seed, i);
+        let ts = 1_000_000 + i / self.per_ms - h % (self.disorder + 1);
+        Ev { key: (h >> 20) % self.keys, ts }
+    }
+
+    /// A lower bound of the event times of all events from `next` on.
+    #[inline]
+    pub fn watermark(&self, next: u64) -> EventTime {
+        (1_000_000 + next / self.per_ms).saturating_sub(self.disorder)
+    }
+}
+
 pub struct InputReader {
     input: Input,
     next: u64,
@@ -76,10 +92,8 @@ impl SourceReader for InputReader {
             if self.next >= i.events {
                 return Ok(Poll::Done);
             }
-            let h = mix(i.seed, self.next);
-            let due = 1_000_000 + self.next / i.per_ms;
-            let ts = due - h % (i.disorder + 1);
-            out.emit(ts, Ev { key: (h >> 20) % i.keys, ts });
+            let ev = i.event(self.next);
+            out.emit(ev.ts, ev);
             self.next += self.step;
         }
         if self.next >= self.next_report {
@@ -91,7 +105,7 @@ impl SourceReader for InputReader {
             );
             self.next_report += i.report_every.unwrap_or(u64::MAX);
         }
-        out.advance_watermark((1_000_000 + self.next / i.per_ms).saturating_sub(i.disorder));
+        out.advance_watermark(i.watermark(self.next));
         Ok(Poll::Ready)
     }
 
