@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 # The Kafka tests run against Apache Kafka (its jars in ~/.cache/tributary; Java and Maven
 # from apt if missing), each test binary starting its own brokers on free loopback ports.
 scripts/install-kafka.sh >/dev/null
-# The Parquet tests read the output with DuckDB and pyarrow.
+# The Avro tests start Apicurio Registry, a schema registry (its archive in ~/.cache/tributary,
+# with a Java 21+ runtime from PyPI if the machine has none).
+scripts/install-registry.sh >/dev/null
+# The Parquet tests read the output with DuckDB and pyarrow; the Avro tests write and read
+# records with Confluent's Python client.
 scripts/install-python-tools.sh
 # `tributary submit` is tested against a real OpenSSH server on a loopback port, and the
 # status page in headless Chromium; both come from Debian's packages.

@@ -1,4 +1,5 @@
-//! Tributary's connectors: generators, files, Parquet, Kafka, stdout and a discard sink.
+//! Tributary's connectors: generators, files, Parquet, Kafka, stdout and a discard sink, and
+//! the record formats they share (JSON, CSV, Avro with a schema registry).
 //!
 //! Each connector implements [`tributary_runtime::Source`] or [`tributary_runtime::Sink`] and
 //! has a typed, serde-deserialised config (`deny_unknown_fields`) checked before the workers
@@ -6,9 +7,9 @@
 
 pub mod discard;
 pub mod file;
+pub mod format;
 pub mod generator;
 pub mod input;
-pub mod json;
 pub mod kafka;
 pub mod output;
 pub mod parquet;
@@ -18,7 +19,8 @@ pub mod stdout;
 pub mod store;
 
 pub use discard::DiscardSink;
-pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
+pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
+pub use format::Format;
 pub use generator::{
     DeviceInfo, DeviceRegistry, Generator, Instrument, Instruments, IotConfig, IotReadings,
     MarketConfig, NexmarkConfig, NexmarkEvent, NexmarkEvents, Pace, Quote, Quotes, SensorKind,

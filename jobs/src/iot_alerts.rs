@@ -26,6 +26,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use timely::dataflow::operators::Concat;
+use tributary_connectors::format::{DecodeError, ValueDecoder};
 use tributary_connectors::generator::{DeviceInfo, DeviceRegistry};
 use tributary_connectors::kafka::{ChangelogDecoder, ChangelogRecord, Decode, RawRecord};
 use tributary_runtime::{EventTime, Events as EventStream};
@@ -224,17 +225,21 @@ impl Timestamped for RegistryUpdate {
     }
 }
 
-/// Decodes a compacted registry topic: the key is the device id, the value a JSON
-/// [`DeviceInfo`] of the same device, or nothing (a tombstone) to delete it.
-struct RegistryDecoder(Format);
+/// Decodes a compacted registry topic: the key is the device id, the value a
+/// [`DeviceInfo`] of the same device (in the topic's format), or nothing (a tombstone) to
+/// delete it.
+#[derive(Clone)]
+struct RegistryDecoder(ChangelogDecoder);
 
 impl Decode<RegistryUpdate> for RegistryDecoder {
-    fn decode(&self, record: RawRecord<'_>) -> Result<RegistryUpdate, String> {
-        let c: ChangelogRecord<DeviceInfo> = ChangelogDecoder(self.0).decode(record)?;
+    fn decode(&mut self, record: RawRecord<'_>) -> Result<RegistryUpdate, DecodeError> {
+        let c: ChangelogRecord<DeviceInfo> = self.0.decode(record)?;
         let device = c.key.parse().map_err(|_| format!("key `{}` is not a device id", c.key))?;
         if let Some(info) = &c.value {
             if info.device != device {
-                return Err(format!("key says device {device}, value device {}", info.device));
+                return Err(
+                    format!("key says device {device}, value device {}", info.device).into()
+                );
             }
         }
         Ok(RegistryUpdate { device, change: Change { value: c.value, ts: c.ts } })
@@ -254,7 +259,11 @@ impl Registry {
         Ok(match (input, readings) {
             (Some(Input::File(c)), _) => Registry::File(FileSource::new("registry", c).map_err(within)?),
             (Some(Input::Kafka(c)), _) => Registry::Kafka(
-                KafkaSource::with_decoder("registry", c, RegistryDecoder(c.format)).map_err(within)?,
+                {
+                    let value = ValueDecoder::new(c.format, c.schema.as_deref()).map_err(within)?;
+                    let decoder = RegistryDecoder(ChangelogDecoder(value));
+                    KafkaSource::with_decoder("registry", c, decoder).map_err(within)?
+                },
             ),
             (None, Readings::Generator(g)) => Registry::Generator(DeviceRegistry::of(g)),
             (None, Readings::Input(_)) => {

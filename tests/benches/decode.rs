@@ -1,7 +1,9 @@
-//! JSON decode benchmark: IoT readings (`SensorReading`) decoded from JSON lines in memory by
-//! bare loops of serde_json, sonic-rs and simd-json and by the sources' own
-//! `tributary_connectors::json::decode` (no reader, no dataflow), one core: the ceiling of
-//! what the file and Kafka sources can decode.
+//! Decode benchmark: IoT readings (`SensorReading`) decoded in memory, one core, no reader and
+//! no dataflow: the ceiling of what the file and Kafka sources can decode. JSON lines by bare
+//! loops of serde_json, sonic-rs and simd-json and by the sources' own
+//! `tributary_connectors::format::json::decode`; the same readings as Avro datums
+//! (`jobs/schemas/sensor-reading.avsc`) by bare `apache-avro` loops and by the sources'
+//! `AvroDecoder`.
 //!
 //! ```sh
 //! cargo bench -p tributary-tests --bench decode                     # 2M lines, best of 3
@@ -11,7 +13,7 @@
 
 use std::time::Instant;
 
-use tributary_connectors::json::decode;
+use tributary_connectors::format::json::decode;
 use tributary_connectors::SensorReading;
 
 /// `lines` readings of 10 000 devices as JSON lines, as the files bench writes them.
@@ -29,23 +31,56 @@ fn input(lines: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The best lines/s of three passes of `decode` over `lines`, and the checksum of the
+/// `SensorReading` with signed fields, as `apache-avro`'s direct deserialiser wants them (it
+/// maps `u64` to a `fixed`, and wants the struct named like the Avro record).
+#[derive(serde::Deserialize)]
+#[serde(rename = "SensorReading")]
+#[allow(dead_code)]
+struct SignedReading {
+    device: i32,
+    site: i32,
+    sensor: tributary_connectors::SensorKind,
+    value: f64,
+    ts: i64,
+}
+
+/// The best records/s of three passes of `decode` over `lines`, and the checksum of the
 /// decoded timestamps (so the work cannot be optimised away, and the decoders agree).
-fn measure(
-    lines: &mut [Vec<u8>],
-    mut decode: impl FnMut(&mut Vec<u8>) -> SensorReading,
-) -> (f64, u64) {
+fn measure<T>(lines: &mut [Vec<u8>], mut decode: impl FnMut(&mut Vec<u8>) -> T) -> (f64, u64)
+where
+    T: Timestamp,
+{
     let mut best = 0f64;
     let mut sum = 0u64;
     for _ in 0..3 {
         sum = 0;
         let started = Instant::now();
         for line in lines.iter_mut() {
-            sum = sum.wrapping_add(decode(line).ts);
+            sum = sum.wrapping_add(decode(line).ts());
         }
         best = best.max(lines.len() as f64 / started.elapsed().as_secs_f64());
     }
     (best, sum)
+}
+
+/// The decoded record's event time, for the checksum.
+trait Timestamp {
+    fn ts(&self) -> u64;
+}
+
+impl Timestamp for SensorReading {
+    fn ts(&self) -> u64 {
+        self.ts
+    }
+}
+
+/// Avro's direct path decodes into a type of its own name (see [`avro_rows`]).
+struct Direct(u64);
+
+impl Timestamp for Direct {
+    fn ts(&self) -> u64 {
+        self.0
+    }
 }
 
 fn main() {
@@ -67,13 +102,16 @@ fn main() {
     };
     row(
         "serde_json::from_slice",
-        measure(&mut lines, |l| serde_json::from_slice(l).expect("valid")),
+        measure(&mut lines, |l| serde_json::from_slice::<SensorReading>(l).expect("valid")),
     );
     row(
-        "tributary_connectors::json::decode (ours)",
-        measure(&mut lines, |l| decode(l).expect("valid")),
+        "tributary_connectors::format::json::decode (ours)",
+        measure(&mut lines, |l| decode::<SensorReading>(l).expect("valid")),
     );
-    row("sonic_rs::from_slice", measure(&mut lines, |l| sonic_rs::from_slice(l).expect("valid")));
+    row(
+        "sonic_rs::from_slice",
+        measure(&mut lines, |l| sonic_rs::from_slice::<SensorReading>(l).expect("valid")),
+    );
     // simd-json parses in place: it needs a copy of each line it may overwrite.
     let mut scratch = Vec::new();
     row(
@@ -81,8 +119,72 @@ fn main() {
         measure(&mut lines, |l| {
             scratch.clear();
             scratch.extend_from_slice(l);
-            simd_json::serde::from_slice(&mut scratch).expect("valid")
+            simd_json::serde::from_slice::<SensorReading>(&mut scratch).expect("valid")
         }),
+    );
+    assert!(sums.windows(2).all(|w| w[0] == w[1]), "the decoders disagree: {sums:?}");
+    avro_rows(&lines);
+}
+
+/// The Avro rows: the same readings as plain Avro datums, decoded by bare `apache-avro` loops
+/// and by `AvroDecoder`, through values (what `SensorReading`, with its `u64` event time,
+/// needs) and straight into a type `apache-avro` deserialises directly.
+fn avro_rows(json: &[Vec<u8>]) {
+    use apache_avro::reader::datum::GenericDatumReader;
+    use tributary_connectors::format::{AvroDecoder, AvroEncoder, SchemaConfig};
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../jobs/schemas/sensor-reading.avsc");
+    let text = std::fs::read_to_string(path).expect("sensor-reading.avsc");
+    let config = SchemaConfig { inline: Some(text.clone()), ..SchemaConfig::default() };
+    let encoder = AvroEncoder::new(&config, "readings").expect("a valid schema");
+    let mut datums: Vec<Vec<u8>> = json
+        .iter()
+        .map(|line| {
+            let reading: SensorReading = decode(line).expect("valid");
+            let mut datum = Vec::new();
+            encoder.encode(&reading, &mut datum).expect("encodes");
+            datum
+        })
+        .collect();
+    let bytes: usize = datums.iter().map(Vec::len).sum();
+    let count = datums.len();
+    println!();
+    println!(
+        "| Avro decoder ({count} datums, {:.0} bytes each) | records/s | of the bare loop |",
+        bytes as f64 / count as f64
+    );
+    println!("| --- | ---: | ---: |");
+    let schema = apache_avro::Schema::parse_str(&text).expect("a valid schema");
+    let bare = GenericDatumReader::builder(&schema).build().expect("a reader");
+    let mut sums = Vec::new();
+    let mut rows =
+        |bare_name: &str, bare_run: (f64, u64), ours_name: &str, ours_run: (f64, u64)| {
+            println!("| {bare_name} | {:.2}M | |", bare_run.0 / 1e6);
+            println!(
+                "| {ours_name} | {:.2}M | {:.0} % |",
+                ours_run.0 / 1e6,
+                100.0 * ours_run.0 / bare_run.0
+            );
+            sums.extend([bare_run.1, ours_run.1]);
+        };
+    let mut ours = AvroDecoder::new(&config).expect("a decoder");
+    rows(
+        "bare apache-avro: read_value + from_value::<SensorReading>",
+        measure(&mut datums, |d| {
+            let value = bare.read_value(&mut d.as_slice()).expect("valid");
+            apache_avro::from_value::<SensorReading>(&value).expect("a reading")
+        }),
+        "AvroDecoder::decode::<SensorReading> (ours)",
+        measure(&mut datums, |d| ours.decode::<SensorReading>(d).expect("valid")),
+    );
+    let mut ours = AvroDecoder::new(&config).expect("a decoder");
+    rows(
+        "bare apache-avro: read_deser::<SignedReading> (no value)",
+        measure(&mut datums, |d| {
+            Direct(bare.read_deser::<SignedReading>(&mut d.as_slice()).expect("valid").ts as u64)
+        }),
+        "AvroDecoder::decode::<SignedReading> (ours, direct)",
+        measure(&mut datums, |d| Direct(ours.decode::<SignedReading>(d).expect("valid").ts as u64)),
     );
     assert!(sums.windows(2).all(|w| w[0] == w[1]), "the decoders disagree: {sums:?}");
 }

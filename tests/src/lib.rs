@@ -1,7 +1,9 @@
 //! Support shared by the end-to-end tests (`tests/`) and the benchmark harness (`bench`): an
-//! Apache Kafka broker on free loopback ports, free ports, and waiting for another process.
+//! Apache Kafka broker and a schema registry on free loopback ports, free ports, and waiting
+//! for another process.
 
 pub mod kafka;
+pub mod registry;
 
 use std::time::Duration;
 

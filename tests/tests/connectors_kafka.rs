@@ -410,6 +410,7 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
     use std::sync::{mpsc, Mutex};
     use timely::dataflow::operators::capture::Capture;
     use timely::dataflow::operators::vec::Map;
+    use tributary_connectors::format::ValueDecoder;
     use tributary_connectors::kafka::{ChangelogDecoder, ChangelogRecord};
     use tributary_connectors::{Format, KafkaSource, KafkaSourceConfig};
     use tributary_operators::{Change, KeyBy, Keyed};
@@ -446,9 +447,12 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
 
     let mut registry = KafkaSourceConfig::new(kafka.address.clone(), &[&registry]);
     registry.bounded = true;
-    let registry: KafkaSource<ChangelogRecord<String>> =
-        KafkaSource::with_decoder("registry", &registry, ChangelogDecoder(Format::Json))
-            .expect("the registry topic exists");
+    let registry: KafkaSource<ChangelogRecord<String>> = KafkaSource::with_decoder(
+        "registry",
+        &registry,
+        ChangelogDecoder(ValueDecoder::Text(Format::Json)),
+    )
+    .expect("the registry topic exists");
     let mut readings = KafkaSourceConfig::new(kafka.address.clone(), &[&device_readings]);
     readings.bounded = true;
     let readings: KafkaSource<DeviceReading> =

@@ -42,6 +42,7 @@ pub struct FileSink<D> {
 impl<D> FileSink<D> {
     /// Checks that the directory can be created; keys are relative to the sink's table.
     pub fn new(name: &str, config: &FileSinkConfig) -> Result<Self, ConfigError> {
+        config.format.check_text("format")?;
         std::fs::create_dir_all(&config.path).map_err(|e| {
             ConfigError::new("path", format!("cannot create `{}`: {e}", config.path.display()))
         })?;
@@ -104,7 +105,8 @@ enum Encoder {
 impl Encoder {
     fn new(format: Format, file: LocalFile) -> Encoder {
         match format {
-            Format::Json => Encoder::Json(file),
+            // Avro is refused by `FileSink::new`.
+            Format::Json | Format::Avro => Encoder::Json(file),
             Format::Csv => Encoder::Csv(Box::new(csv::Writer::from_writer(file))),
         }
     }

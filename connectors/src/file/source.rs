@@ -162,6 +162,7 @@ impl<D> FileSource<D> {
                 .map_err(|e| ConfigError::new("path", format!("`{}`: {e}", p.display())))?
                 .len();
             let format = config.format.unwrap_or_else(|| Format::from_path(&p));
+            format.check_text("format")?;
             if format == Format::Json && size > config.split_size {
                 let mut start = 0;
                 while start < size {
@@ -674,7 +675,7 @@ impl Reading {
                         Ok(0) | Err(_) => return None,
                         Ok(n) => lines.pos += n as u64,
                     }
-                    if let Ok(record) = crate::json::decode::<D>(trim_line(&lines.buf)) {
+                    if let Ok(record) = crate::format::json::decode::<D>(trim_line(&lines.buf)) {
                         return Some(record.event_time());
                     }
                 }
@@ -796,7 +797,7 @@ fn offer<D: DeserializeOwned + Timestamped>(
     if text.iter().all(u8::is_ascii_whitespace) {
         return true;
     }
-    match crate::json::decode::<D>(text) {
+    match crate::format::json::decode::<D>(text) {
         Ok(record) => cx.record(track, at, record),
         Err(e) => {
             cx.dead_letter(track, at, e, text);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tributary_runtime::time::parse_event_time;
 use tributary_runtime::{ConfigError, EventTime, HumanDuration};
 
-use crate::file::Format;
+use crate::format::{Format, SchemaConfig};
 
 /// Where a Kafka source starts reading each partition.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -50,9 +50,13 @@ pub struct KafkaSourceConfig {
     /// Where to start.
     #[serde(default)]
     pub start: StartAt,
-    /// Record format.
+    /// Record format: `json`, `csv` or `avro`.
     #[serde(default)]
     pub format: Format,
+    /// Where Avro takes its schemas (with `format = "avro"`): a reader schema in a `file` or
+    /// `inline`, and/or a `registry` the records' writer schemas are looked up in.
+    #[serde(default)]
+    pub schema: Option<Box<SchemaConfig>>,
     /// How far event time may go backwards within a partition before records count as late.
     #[serde(default)]
     pub max_out_of_orderness: Option<HumanDuration>,
@@ -102,6 +106,7 @@ impl KafkaSourceConfig {
             group_id: default_group(),
             start: StartAt::default(),
             format: Format::Json,
+            schema: None,
             max_out_of_orderness: None,
             partition_idle_timeout: default_idle(),
             bounded: false,
@@ -132,9 +137,13 @@ pub struct KafkaSinkConfig {
     pub brokers: String,
     /// The topic written to; it must exist.
     pub topic: String,
-    /// Record format.
+    /// Record format: `json`, `csv` or `avro`.
     #[serde(default)]
     pub format: Format,
+    /// The Avro schema of the records (with `format = "avro"`): a `file`, `inline`, or the
+    /// latest of a registry `subject`; with a `registry`, records carry its id.
+    #[serde(default)]
+    pub schema: Option<Box<SchemaConfig>>,
     /// Keying.
     #[serde(default)]
     pub key: KeyMode,
@@ -188,6 +197,7 @@ impl KafkaSinkConfig {
             brokers: brokers.into(),
             topic: topic.into(),
             format: Format::Json,
+            schema: None,
             key: KeyMode::Record,
             compression: default_compression(),
             linger: default_linger(),

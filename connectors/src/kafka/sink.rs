@@ -37,7 +37,7 @@ use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWrite
 
 use super::config::{Delivery, KafkaSinkConfig, KeyMode};
 use super::txn::{commit_prepared, Prepared};
-use crate::file::Format;
+use crate::format::Encoder;
 
 /// How long the sink waits for every record to be acknowledged at the end.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,6 +58,7 @@ pub type TombstoneFn<D> = Arc<dyn Fn(&D) -> bool + Send + Sync>;
 pub struct KafkaSink<D> {
     name: String,
     config: KafkaSinkConfig,
+    encoder: Encoder,
     key: Option<KeyFn<D>>,
     tombstone: Option<TombstoneFn<D>>,
 }
@@ -109,7 +110,14 @@ impl<D> KafkaSink<D> {
                 ),
             ));
         }
-        Ok(KafkaSink { name: name.to_owned(), config: config.clone(), key: None, tombstone: None })
+        let encoder = Encoder::new(config.format, config.schema.as_deref(), &config.topic)?;
+        Ok(KafkaSink {
+            name: name.to_owned(),
+            config: config.clone(),
+            encoder,
+            key: None,
+            tombstone: None,
+        })
     }
 
     /// Keys each record with `key(&record)` (used when `key = "record"`).
@@ -255,7 +263,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
         Ok(KafkaWriter {
             name: self.name.clone(),
             topic: self.config.topic.clone(),
-            format: self.config.format,
+            encoder: self.encoder.clone(),
             key: match self.config.key {
                 KeyMode::Record => self.key.clone(),
                 KeyMode::None => None,
@@ -282,7 +290,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
 pub struct KafkaWriter<D> {
     name: String,
     topic: String,
-    format: Format,
+    encoder: Encoder,
     key: Option<KeyFn<D>>,
     tombstone: Option<TombstoneFn<D>>,
     buf: Vec<u8>,
@@ -484,8 +492,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
         if records.is_empty() {
             return Ok(());
         }
-        let KafkaWriter { name, topic, format, key, tombstone, buf, mode, txns, .. } = self;
-        let format = *format;
+        let KafkaWriter { name, topic, encoder, key, tombstone, buf, mode, txns, .. } = self;
         let mut bytes = 0;
         let result = (|| {
             // The producer the records go to.
@@ -500,24 +507,10 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
             for record in records.drain(..) {
                 buf.clear();
                 let deletes = tombstone.as_ref().is_some_and(|t| t(&record));
-                let encoded = match format {
-                    _ if deletes => Ok(()),
-                    Format::Json => {
-                        serde_json::to_writer(&mut *buf, &record).map_err(|e| e.to_string())
+                if !deletes {
+                    if let Err(reason) = encoder.encode(&record, buf) {
+                        return Err(Error::Sink { sink: name.clone(), reason });
                     }
-                    Format::Csv => {
-                        let mut w =
-                            csv::WriterBuilder::new().has_headers(false).from_writer(&mut *buf);
-                        w.serialize(&record)
-                            .and_then(|()| w.flush().map_err(Into::into))
-                            .map_err(|e| e.to_string())
-                    }
-                };
-                if let Err(e) = encoded {
-                    return Err(Error::Sink { sink: name.clone(), reason: e });
-                }
-                if format == Format::Csv && buf.last() == Some(&b'\n') {
-                    buf.pop();
                 }
                 let key = key.as_ref().and_then(|k| k(&record));
                 bytes += key.as_ref().map_or(0, |k| k.len()) + if deletes { 0 } else { buf.len() };

@@ -25,7 +25,7 @@ use tributary_runtime::{
 };
 
 use super::config::{KafkaSourceConfig, StartAt};
-use crate::file::Format;
+use crate::format::{DecodeError, ValueDecoder};
 use crate::rate::Rate;
 use crate::replay::Replay;
 
@@ -36,10 +36,12 @@ pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// How long a backlog check of a quiet partition may take.
 const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Turns a Kafka record into a `D`.
-pub trait Decode<D>: Send + Sync + 'static {
-    /// Decodes one record; the error says why it is not a `D`.
-    fn decode(&self, record: RawRecord<'_>) -> std::result::Result<D, String>;
+/// Turns a Kafka record into a `D`. Each reader (worker) decodes with its own clone of the
+/// source's decoder (see [`KafkaSource::with_decoder`]).
+pub trait Decode<D>: Send + 'static {
+    /// Decodes one record; [`DecodeError::Invalid`] says why it is not a `D` (a dead
+    /// letter), [`DecodeError::Unavailable`] stops the job.
+    fn decode(&mut self, record: RawRecord<'_>) -> std::result::Result<D, DecodeError>;
 }
 
 /// A Kafka record as read, before decoding.
@@ -59,28 +61,17 @@ pub struct RawRecord<'a> {
     pub offset: i64,
 }
 
-/// Decodes JSON values (serde) or CSV values (one record per message, fields in declaration
-/// order).
-#[derive(Debug, Clone, Copy)]
-pub struct SerdeDecoder(pub Format);
+/// Decodes record values in any [`Format`](crate::Format) (JSON, CSV, Avro) into serde
+/// records; the key is not read.
+#[derive(Clone)]
+pub struct SerdeDecoder(pub ValueDecoder);
 
 impl<D: DeserializeOwned> Decode<D> for SerdeDecoder {
-    fn decode(&self, record: RawRecord<'_>) -> std::result::Result<D, String> {
-        let payload = match record.payload {
-            Some(p) if !p.is_empty() => p,
-            _ => return Err("empty value".into()),
-        };
-        match self.0 {
-            Format::Json => crate::json::decode(payload),
-            Format::Csv => {
-                let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(payload);
-                let mut row = csv::ByteRecord::new();
-                match reader.read_byte_record(&mut row) {
-                    Ok(true) => row.deserialize(None).map_err(|e| e.to_string()),
-                    Ok(false) => Err("empty CSV record".into()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+    #[inline]
+    fn decode(&mut self, record: RawRecord<'_>) -> std::result::Result<D, DecodeError> {
+        match record.payload {
+            Some(p) if !p.is_empty() => self.0.decode(p),
+            _ => Err("empty value".into()),
         }
     }
 }
@@ -107,17 +98,20 @@ impl<D> Timestamped for ChangelogRecord<D> {
 /// given format, a record without a value as a deletion, the Kafka timestamp as event time.
 /// A record without a key, with a key that is not UTF-8, without a timestamp or with a value
 /// that does not decode is an error (a dead letter).
-#[derive(Debug, Clone, Copy)]
-pub struct ChangelogDecoder(pub Format);
+#[derive(Clone)]
+pub struct ChangelogDecoder(pub ValueDecoder);
 
 impl<D: DeserializeOwned> Decode<ChangelogRecord<D>> for ChangelogDecoder {
-    fn decode(&self, record: RawRecord<'_>) -> std::result::Result<ChangelogRecord<D>, String> {
+    fn decode(
+        &mut self,
+        record: RawRecord<'_>,
+    ) -> std::result::Result<ChangelogRecord<D>, DecodeError> {
         let key = record.key.ok_or("a changelog record needs a key")?;
         let key = std::str::from_utf8(key).map_err(|e| format!("key is not UTF-8: {e}"))?;
         let ts = record.timestamp.ok_or("a changelog record needs a Kafka timestamp")?;
         let value = match record.payload {
             None | Some([]) => None,
-            Some(_) => Some(SerdeDecoder(self.0).decode(record)?),
+            Some(value) => Some(self.0.decode(value)?),
         };
         Ok(ChangelogRecord { key: key.to_owned(), value, ts })
     }
@@ -151,7 +145,7 @@ impl Timestamped for KafkaRecord {
 pub struct RawDecoder;
 
 impl Decode<KafkaRecord> for RawDecoder {
-    fn decode(&self, r: RawRecord<'_>) -> std::result::Result<KafkaRecord, String> {
+    fn decode(&mut self, r: RawRecord<'_>) -> std::result::Result<KafkaRecord, DecodeError> {
         Ok(KafkaRecord {
             topic: r.topic.to_owned(),
             partition: r.partition,
@@ -166,27 +160,29 @@ impl Decode<KafkaRecord> for RawDecoder {
 /// Reads records of type `D` from Kafka.
 pub struct KafkaSource<D> {
     name: String,
-    config: KafkaSourceConfig,
+    config: Arc<KafkaSourceConfig>,
     /// Partition counts per topic at start-up.
     partitions: Vec<i32>,
     start_time: Option<EventTime>,
-    decoder: Arc<dyn Decode<D>>,
+    /// Makes each reader's decoder.
+    decoder: Arc<dyn Fn() -> Box<dyn Decode<D>> + Send + Sync>,
 }
 
 impl<D: DeserializeOwned> KafkaSource<D> {
-    /// A source decoding values in the configured format (JSON or CSV).
+    /// A source decoding values in the configured format (JSON, CSV or Avro).
     pub fn new(name: &str, config: &KafkaSourceConfig) -> Result<Self, ConfigError> {
-        Self::with_decoder(name, config, SerdeDecoder(config.format))
+        let decoder = ValueDecoder::new(config.format, config.schema.as_deref())?;
+        Self::with_decoder(name, config, SerdeDecoder(decoder))
     }
 }
 
 impl<D> KafkaSource<D> {
-    /// A source with its own decoder. Checks the settings and that every topic exists;
-    /// keys are relative to the source's table.
+    /// A source with its own decoder, cloned for each reader. Checks the settings and that
+    /// every topic exists; keys are relative to the source's table.
     pub fn with_decoder(
         name: &str,
         config: &KafkaSourceConfig,
-        decoder: impl Decode<D>,
+        decoder: impl Decode<D> + Clone + Sync,
     ) -> Result<Self, ConfigError> {
         if config.topics.is_empty() {
             return Err(ConfigError::new("topics", "name at least one topic"));
@@ -206,10 +202,10 @@ impl<D> KafkaSource<D> {
         }
         Ok(KafkaSource {
             name: name.to_owned(),
-            config: config.clone(),
+            config: Arc::new(config.clone()),
             partitions,
             start_time,
-            decoder: Arc::new(decoder),
+            decoder: Arc::new(move || Box::new(decoder.clone())),
         })
     }
 }
@@ -296,8 +292,8 @@ impl<D: Data + Timestamped> Source for KafkaSource<D> {
         let mut reader = KafkaReader {
             name: self.name.clone(),
             consumer,
-            decoder: Arc::clone(&self.decoder),
-            config: self.config.clone(),
+            decoder: (self.decoder)(),
+            config: Arc::clone(&self.config),
             worker: ctx.worker_index,
             workers: ctx.workers,
             known: vec![0; self.config.topics.len()],
@@ -377,8 +373,8 @@ struct Position {
 pub struct KafkaReader<D> {
     name: String,
     consumer: BaseConsumer<HighWatermarks>,
-    decoder: Arc<dyn Decode<D>>,
-    config: KafkaSourceConfig,
+    decoder: Box<dyn Decode<D>>,
+    config: Arc<KafkaSourceConfig>,
     worker: usize,
     workers: usize,
     /// Partitions known per topic.
@@ -669,9 +665,15 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
                         part.after_cut = Some((offset, seen));
                     }
                 }
+                Err(DecodeError::Unavailable(reason)) => {
+                    return Err(Error::Source {
+                        source_name: self.name.clone(),
+                        reason: format!("{topic}/{partition}@{offset}: {reason}"),
+                    })
+                }
                 // Dead-lettered before the checkpoint already.
                 Err(_) if replay.is_some() => {}
-                Err(reason) => out.dead_letter(DeadLetter::new(
+                Err(DecodeError::Invalid(reason)) => out.dead_letter(DeadLetter::new(
                     self.name.as_str(),
                     format!("{topic}/{partition}@{offset}"),
                     reason,
@@ -804,6 +806,7 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Format;
 
     #[test]
     fn partitions_are_spread_evenly_and_stay_put() {
@@ -841,15 +844,16 @@ mod tests {
             partition: 0,
             offset: 0,
         };
-        let json = SerdeDecoder(Format::Json);
-        assert!(Decode::<R>::decode(&json, raw(br#"{"a":1}"#)).is_ok());
-        assert!(Decode::<R>::decode(&json, raw(br#"{"a":"x"}"#))
+        let mut json = SerdeDecoder(ValueDecoder::Text(Format::Json));
+        assert!(Decode::<R>::decode(&mut json, raw(br#"{"a":1}"#)).is_ok());
+        assert!(Decode::<R>::decode(&mut json, raw(br#"{"a":"x"}"#))
             .unwrap_err()
+            .to_string()
             .contains("invalid type"));
-        assert_eq!(Decode::<R>::decode(&json, raw(b"")).unwrap_err(), "empty value");
-        let csv = SerdeDecoder(Format::Csv);
-        assert!(Decode::<R>::decode(&csv, raw(b"7")).is_ok());
-        assert!(Decode::<R>::decode(&csv, raw(b"x")).is_err());
+        assert_eq!(Decode::<R>::decode(&mut json, raw(b"")).unwrap_err(), "empty value".into());
+        let mut csv = SerdeDecoder(ValueDecoder::Text(Format::Csv));
+        assert!(Decode::<R>::decode(&mut csv, raw(b"7")).is_ok());
+        assert!(Decode::<R>::decode(&mut csv, raw(b"x")).is_err());
     }
 
     #[test]
@@ -862,15 +866,27 @@ mod tests {
             partition: 0,
             offset: 0,
         };
-        let d = ChangelogDecoder(Format::Json);
-        let decode = |r| Decode::<ChangelogRecord<u32>>::decode(&d, r);
+        let mut d = ChangelogDecoder(ValueDecoder::Text(Format::Json));
+        let mut decode = |r| Decode::<ChangelogRecord<u32>>::decode(&mut d, r);
         let upsert = decode(raw(Some(b"dev-1"), Some(b"7"), Some(5))).expect("an upsert");
         assert_eq!(upsert, ChangelogRecord { key: "dev-1".into(), value: Some(7), ts: 5 });
         let tombstone = decode(raw(Some(b"dev-1"), None, Some(6))).expect("a tombstone");
         assert_eq!(tombstone, ChangelogRecord { key: "dev-1".into(), value: None, ts: 6 });
-        assert!(decode(raw(None, Some(b"7"), Some(5))).unwrap_err().contains("needs a key"));
-        assert!(decode(raw(Some(b"\xff"), Some(b"7"), Some(5))).unwrap_err().contains("UTF-8"));
-        assert!(decode(raw(Some(b"k"), Some(b"7"), None)).unwrap_err().contains("timestamp"));
-        assert!(decode(raw(Some(b"k"), Some(b"x"), Some(5))).unwrap_err().contains("expected"));
+        assert!(decode(raw(None, Some(b"7"), Some(5)))
+            .unwrap_err()
+            .to_string()
+            .contains("needs a key"));
+        assert!(decode(raw(Some(b"\xff"), Some(b"7"), Some(5)))
+            .unwrap_err()
+            .to_string()
+            .contains("UTF-8"));
+        assert!(decode(raw(Some(b"k"), Some(b"7"), None))
+            .unwrap_err()
+            .to_string()
+            .contains("timestamp"));
+        assert!(decode(raw(Some(b"k"), Some(b"x"), Some(5)))
+            .unwrap_err()
+            .to_string()
+            .contains("expected"));
     }
 }

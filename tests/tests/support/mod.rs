@@ -6,7 +6,7 @@
 pub mod oracle;
 
 #[allow(unused_imports)]
-pub use tributary_tests::{free_addresses, kafka, wait_for, wait_for_every};
+pub use tributary_tests::{free_addresses, kafka, registry, wait_for, wait_for_every};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 ///
 /// # Examples
 /// ```
-/// use tributary_connectors::json::decode;
+/// use tributary_connectors::format::json::decode;
 ///
 /// let pair: (u32, String) = decode(br#"[7, "seven"]"#).unwrap();
 /// assert_eq!(pair, (7, "seven".to_owned()));

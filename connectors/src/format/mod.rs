@@ -1,0 +1,264 @@
+//! Record formats shared by the Kafka and file connectors: JSON and CSV text, and Avro with
+//! a schema from a file or a Confluent-compatible schema registry.
+//!
+//! A source decodes each record into the job's serde type with a [`ValueDecoder`]; a sink
+//! encodes with an [`Encoder`]. Avro records read through a registry carry the Confluent
+//! wire format ([`wire`]): a zero byte, the writer schema's id, then the Avro datum, which
+//! is resolved against the job's reader schema when the two differ ([`avro`]).
+
+pub mod avro;
+pub mod json;
+pub mod registry;
+pub mod wire;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tributary_runtime::ConfigError;
+
+pub use avro::{AvroDecoder, AvroEncoder};
+pub use registry::{Registry, RegistryConfig, RegistryError, SubjectStrategy};
+
+/// A record format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per line (files) or per record (Kafka).
+    #[default]
+    Json,
+    /// Comma-separated values, fields in declaration order (files have a header line).
+    Csv,
+    /// Avro binary datums (Kafka only), with the schema in the `schema` table: from a file
+    /// or inline, or taken from a schema registry (then in the Confluent wire format).
+    Avro,
+}
+
+impl Format {
+    /// The format a file name suggests: `.csv` is CSV, anything else JSON lines.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => Format::Csv,
+            _ => Format::Json,
+        }
+    }
+
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Json => "jsonl",
+            Format::Csv => "csv",
+            Format::Avro => "avro",
+        }
+    }
+
+    /// Whether records are lines of text (what files hold).
+    pub fn is_text(self) -> bool {
+        matches!(self, Format::Json | Format::Csv)
+    }
+
+    /// Refuses a format files cannot hold, naming the config key.
+    pub fn check_text(self, key: &str) -> Result<(), ConfigError> {
+        if self.is_text() {
+            Ok(())
+        } else {
+            Err(ConfigError::new(key, "files hold JSON lines or CSV; Avro is for Kafka records"))
+        }
+    }
+}
+
+/// Where a schema-based format (`format = "avro"`) takes its schemas: the `schema` table of
+/// a Kafka source or sink.
+///
+/// - A source with a `registry` reads the Confluent wire format and looks up each record's
+///   writer schema by its id; the schema given here (`file` or `inline`), if any, is the
+///   reader schema of the job's type, which every writer schema is resolved against. Without
+///   one, records decode straight into the job's type by field name (serde defaults fill
+///   fields a writer lacks).
+/// - A source without a registry reads plain Avro datums written with the given schema.
+/// - A sink with a registry writes the Confluent wire format with the id of the given schema
+///   under its subject (registered first if `auto_register`), or of the subject's latest
+///   schema when none is given; without a registry, plain datums of the given schema.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// The schema in a file (Avro JSON, `.avsc`).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The schema itself (Avro JSON).
+    #[serde(default)]
+    pub inline: Option<String>,
+    /// A Confluent-compatible schema registry.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
+    /// Sinks: the subject the schema is registered under; by default from the strategy.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Sinks: how the subject is named when `subject` is not set.
+    #[serde(default)]
+    pub subject_strategy: SubjectStrategy,
+    /// Sinks: register the schema under its subject if it is not there yet (off by default,
+    /// as in production setups where schemas are registered by a deployment step).
+    #[serde(default)]
+    pub auto_register: bool,
+}
+
+impl SchemaConfig {
+    /// The schema text given in `file` or `inline` (keys `schema.file`, `schema.inline`).
+    pub fn text(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.file, &self.inline) {
+            (Some(_), Some(_)) => {
+                Err(ConfigError::new("schema", "set one of `file` and `inline`, not both"))
+            }
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|e| ConfigError::new("schema.file", format!("`{}`: {e}", path.display()))),
+            (None, inline) => Ok(inline.clone()),
+        }
+    }
+
+    /// The registry client, if a registry is configured; checks that it answers.
+    pub fn registry(&self) -> Result<Option<Arc<Registry>>, ConfigError> {
+        self.registry.as_ref().map(|c| Registry::connect(c).map(Arc::new)).transpose()
+    }
+}
+
+/// Why a record did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record is not one of the job's records (a dead letter).
+    #[error("{0}")]
+    Invalid(String),
+    /// The record cannot be decoded now: its writer schema could not be had from the
+    /// registry after retries. The job stops rather than dead-letter good records.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<String> for DecodeError {
+    fn from(reason: String) -> Self {
+        DecodeError::Invalid(reason)
+    }
+}
+
+impl From<&str> for DecodeError {
+    fn from(reason: &str) -> Self {
+        DecodeError::Invalid(reason.to_owned())
+    }
+}
+
+/// Decodes one record's bytes (a Kafka value) into the job's type, in any [`Format`].
+#[derive(Clone)]
+pub enum ValueDecoder {
+    /// JSON or CSV.
+    Text(Format),
+    /// Avro.
+    Avro(AvroDecoder),
+}
+
+impl ValueDecoder {
+    /// The decoder of `format` (with `schema` for Avro); keys are relative to the table.
+    pub fn new(format: Format, schema: Option<&SchemaConfig>) -> Result<Self, ConfigError> {
+        match format {
+            Format::Json | Format::Csv => Ok(ValueDecoder::Text(format)),
+            Format::Avro => Ok(ValueDecoder::Avro(AvroDecoder::new(required(schema)?)?)),
+        }
+    }
+
+    /// Decodes `bytes` into a `D`.
+    #[inline]
+    pub fn decode<D: DeserializeOwned>(&mut self, bytes: &[u8]) -> Result<D, DecodeError> {
+        match self {
+            ValueDecoder::Text(Format::Json) => Ok(json::decode(bytes)?),
+            ValueDecoder::Text(_) => Ok(decode_csv_record(bytes)?),
+            ValueDecoder::Avro(avro) => avro.decode(bytes),
+        }
+    }
+}
+
+/// The `schema` table a schema-based format needs.
+fn required(schema: Option<&SchemaConfig>) -> Result<&SchemaConfig, ConfigError> {
+    schema.ok_or_else(|| ConfigError::new("schema", "format \"avro\" needs a schema table"))
+}
+
+/// One CSV record (no header), fields in declaration order.
+fn decode_csv_record<D: DeserializeOwned>(bytes: &[u8]) -> Result<D, String> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(bytes);
+    let mut row = csv::ByteRecord::new();
+    match reader.read_byte_record(&mut row) {
+        Ok(true) => row.deserialize(None).map_err(|e| e.to_string()),
+        Ok(false) => Err("empty CSV record".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Encodes records for a Kafka value, in any [`Format`].
+#[derive(Clone)]
+pub enum Encoder {
+    /// JSON or CSV.
+    Text(Format),
+    /// Avro.
+    Avro(Arc<AvroEncoder>),
+}
+
+impl Encoder {
+    /// The encoder of `format` for records of `topic` (with `schema` for Avro); keys are
+    /// relative to the table.
+    pub fn new(
+        format: Format,
+        schema: Option<&SchemaConfig>,
+        topic: &str,
+    ) -> Result<Self, ConfigError> {
+        match format {
+            Format::Json | Format::Csv => Ok(Encoder::Text(format)),
+            Format::Avro => {
+                Ok(Encoder::Avro(Arc::new(AvroEncoder::new(required(schema)?, topic)?)))
+            }
+        }
+    }
+
+    /// Appends `record`, encoded, to `buf`.
+    pub fn encode<T: Serialize>(&self, record: &T, buf: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Encoder::Text(Format::Csv) => {
+                let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut *buf);
+                w.serialize(record)
+                    .and_then(|()| w.flush().map_err(Into::into))
+                    .map_err(|e| e.to_string())?;
+                drop(w);
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                Ok(())
+            }
+            Encoder::Text(_) => serde_json::to_writer(&mut *buf, record).map_err(|e| e.to_string()),
+            Encoder::Avro(avro) => avro.encode(record, buf),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_json_values_decode_and_encode() {
+        let mut json = ValueDecoder::Text(Format::Json);
+        let mut csv = ValueDecoder::Text(Format::Csv);
+        assert_eq!(json.decode::<(u32, String)>(br#"[1,"a"]"#), Ok((1, "a".to_owned())));
+        assert_eq!(csv.decode::<(u32, String)>(b"1,a"), Ok((1, "a".to_owned())));
+        assert!(csv.decode::<(u32, String)>(b"x,a").is_err());
+        assert_eq!(csv.decode::<(u32, String)>(b""), Err("empty CSV record".into()));
+        let mut buf = Vec::new();
+        Encoder::Text(Format::Csv).encode(&(1, "a,b"), &mut buf).unwrap();
+        assert_eq!(buf, b"1,\"a,b\"");
+    }
+
+    #[test]
+    fn files_refuse_avro() {
+        assert!(Format::Csv.check_text("format").is_ok());
+        let error = Format::Avro.check_text("format").unwrap_err();
+        assert!(error.to_string().contains("Avro is for Kafka records"), "{error}");
+    }
+}

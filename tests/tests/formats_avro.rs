@@ -1,0 +1,395 @@
+//! End-to-end tests of Avro through a schema registry: Apache Kafka and Apicurio Registry on
+//! loopback, records written and decoded by Confluent's Python client
+//! (`tests/py/avro_kafka.py`, its `AvroSerializer` and `AvroDeserializer`); the job's
+//! exactly-once output is read with `read_committed` up to the last stable offset.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use support::kafka::{Isolation, Kafka};
+use support::registry::SchemaRegistry;
+use support::run_job;
+use timely::dataflow::operators::capture::Capture;
+use timely::dataflow::operators::vec::Map;
+use tributary_connectors::format::{RegistryConfig, SchemaConfig};
+use tributary_connectors::{Format, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
+use tributary_runtime::{EventTime, Timestamped};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Runs `tests/py/avro_kafka.py` with `args`, `stdin` as its input; returns its output.
+fn python(args: &[&str], stdin: &[u8]) -> String {
+    let mut child = Command::new("python3")
+        .arg(repo("tests/py/avro_kafka.py"))
+        // A hung script prints where it is when sent SIGABRT.
+        .env("PYTHONFAULTHANDLER", "1")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh installs confluent-kafka)");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("records written to python");
+    let out = child.wait_with_output().expect("python3 ends");
+    assert!(
+        out.status.success(),
+        "avro_kafka.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Records as JSON values, sorted by their text (a multiset).
+fn sorted(lines: impl IntoIterator<Item = String>) -> Vec<Value> {
+    let mut values: Vec<Value> = lines
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).expect("a JSON line"))
+        .collect();
+    values.sort_by_key(|v| v.to_string());
+    values
+}
+
+fn run(job: &str, args: &[String]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_job(job, &args);
+    assert!(out.status.success(), "{job}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn lines_of(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output directory") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("output file");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    lines
+}
+
+#[test]
+fn candles_from_avro_trades_through_the_registry_equal_the_json_run() {
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generator = [
+        "job.generator.symbols=8",
+        "job.generator.venues=2",
+        "job.generator.pace.events=6000",
+        "job.generator.pace.events_per_second=100.0",
+        "job.generator.pace.start=\"2026-01-01T00:58:00Z\"",
+        "job.generator.pace.max_disorder=\"1s\"",
+    ];
+    let mut args: Vec<String> = Vec::new();
+    for flag in generator {
+        args.extend(["--set".into(), flag.into()]);
+    }
+    let trades_dir = dir.path().join("trades");
+    args.extend([
+        "--set".into(),
+        format!("job.trades={{kind=\"file\", path=\"{}\"}}", trades_dir.display()),
+    ]);
+    run("market-produce", &args);
+    let trades: String = lines_of(&trades_dir).join("\n");
+
+    // The reference: the same trades as JSON lines from files.
+    let reference = dir.path().join("reference");
+    run(
+        "market-candles",
+        &[
+            "--set".into(),
+            format!(
+                "job.market.trades={{kind=\"file\", path=\"{}\", max_out_of_orderness=\"1s\"}}",
+                trades_dir.display()
+            ),
+            "--set".into(),
+            format!("job.output={{kind=\"file\", path=\"{}\"}}", reference.display()),
+        ],
+    );
+    let expected = sorted(lines_of(&reference));
+    assert!(expected.len() > 100, "{} candles", expected.len());
+
+    // Python writes the trades as Avro through the registry; the job reads them, writes Avro
+    // candles with a schema Python registered, exactly once; Python reads them back.
+    let topic = kafka.topic("avro-trades", 2);
+    let candles = kafka.topic("avro-candles", 2);
+    let trade_schema = repo("jobs/schemas/trade.avsc");
+    let candle_schema = repo("jobs/schemas/candle.avsc");
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+    python(
+        &["produce", &kafka.address, &registry.url, &topic, &path(&trade_schema)],
+        trades.as_bytes(),
+    );
+    let subject = format!("{candles}-value");
+    python(&["register", &registry.url, &subject, &path(&candle_schema)], b"");
+    let set = |k: &str, v: String| ["--set".to_owned(), format!("{k}={v}")];
+    let quoted = |v: &str| format!("\"{v}\"");
+    let mut args = vec!["--workers".to_owned(), "2".to_owned()];
+    args.extend(["--config".to_owned(), path(&repo("jobs/config/market-candles-avro.toml"))]);
+    args.extend(set("job.market.trades.brokers", quoted(&kafka.address)));
+    args.extend(set("job.market.trades.topics", format!("[{}]", quoted(&topic))));
+    args.extend(set("job.market.trades.bounded", "true".into()));
+    args.extend(set("job.market.trades.schema.file", quoted(&path(&trade_schema))));
+    args.extend(set("job.market.trades.schema.registry.url", quoted(&registry.url)));
+    args.extend(set("job.output.brokers", quoted(&kafka.address)));
+    args.extend(set("job.output.topic", quoted(&candles)));
+    args.extend(set("job.output.delivery", quoted("exactly-once")));
+    args.extend(set("job.output.schema.file", quoted(&path(&candle_schema))));
+    args.extend(set("job.output.schema.registry.url", quoted(&registry.url)));
+    args.extend(set("runtime.checkpoint.dir", quoted(&path(&dir.path().join("checkpoints")))));
+    args.extend(set("runtime.checkpoint.interval", quoted("200ms")));
+    run("market-candles", &args);
+
+    let values = kafka.records(&candles, Isolation::ReadCommitted);
+    let hex: String = values
+        .iter()
+        .map(|(_, v)| {
+            v.as_deref().expect("a value").iter().map(|b| format!("{b:02x}")).collect::<String>()
+                + "\n"
+        })
+        .collect();
+    let got = sorted(
+        python(&["decode", &registry.url, &candles], hex.as_bytes()).lines().map(str::to_owned),
+    );
+    assert_eq!(got.len(), expected.len(), "as many candles as the JSON run");
+    assert_eq!(got, expected, "Avro candles read by Python equal the JSON run's");
+}
+
+/// A trade as the job reads it with reader schema v1 (`jobs/schemas/trade.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TradeV1 {
+    id: u64,
+    symbol: String,
+    venue: u32,
+    price: f64,
+    size: u32,
+    ts: EventTime,
+}
+
+/// A trade with schema v2: v1 and an `exchange` with a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TradeV2 {
+    id: u64,
+    symbol: String,
+    venue: u32,
+    price: f64,
+    size: u32,
+    exchange: String,
+    ts: EventTime,
+}
+
+impl Timestamped for TradeV1 {
+    fn event_time(&self) -> EventTime {
+        self.ts
+    }
+}
+
+impl Timestamped for TradeV2 {
+    fn event_time(&self) -> EventTime {
+        self.ts
+    }
+}
+
+fn v2_schema() -> String {
+    let v1 = std::fs::read_to_string(repo("jobs/schemas/trade.avsc")).expect("trade.avsc");
+    let exchange = r#"{"name": "exchange", "type": "string", "default": "XNAS"},
+    {"name": "ts""#;
+    v1.replacen(r#"{"name": "ts""#, exchange, 1)
+}
+
+/// Reads `topic` to its end with a source of `D` decoding with `schema`; returns the records
+/// and the dead letters' `(place, reason)`.
+fn read_all<D>(kafka: &Kafka, topic: &str, schema: SchemaConfig) -> (Vec<D>, Vec<(String, String)>)
+where
+    D: tributary_runtime::Data + serde::de::DeserializeOwned + Timestamped,
+{
+    let mut config = KafkaSourceConfig::new(kafka.address.clone(), &[topic]);
+    config.bounded = true;
+    config.format = Format::Avro;
+    config.schema = Some(Box::new(schema));
+    let source: KafkaSource<D> = KafkaSource::new("avro", &config).expect("the topic exists");
+    let (tx, rx) = mpsc::channel();
+    let (dead_tx, dead_rx) = mpsc::channel();
+    let (tx, dead_tx) = (Mutex::new(tx), Mutex::new(dead_tx));
+    support::oracle::execute(100, 2, move |flow| {
+        let (records, dead) = flow.source_with_errors(&source);
+        records.capture_into(tx.lock().expect("not poisoned").clone());
+        dead.map(|d| (d.location.clone(), d.reason.clone()))
+            .capture_into(dead_tx.lock().expect("not poisoned").clone());
+    });
+    (support::oracle::messages(rx), support::oracle::messages(dead_rx))
+}
+
+fn with_registry(registry: &SchemaRegistry, reader: Option<String>) -> SchemaConfig {
+    SchemaConfig {
+        inline: reader,
+        registry: Some(RegistryConfig::new(&registry.url)),
+        ..SchemaConfig::default()
+    }
+}
+
+#[test]
+fn writer_schema_v2_and_v1_records_read_with_reader_types_v1_and_v2() {
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let topic = kafka.topic("evolving", 2);
+    registry.set_compatibility(&format!("{topic}-value"), "BACKWARD");
+    let v1 = (0..100u64).map(|n| TradeV1 {
+        id: n,
+        symbol: format!("SYM{:03}", n % 5),
+        venue: (n % 3) as u32,
+        price: 100.0 + n as f64 / 8.0,
+        size: 10 + n as u32,
+        ts: 1_767_225_600_000 + n * 10,
+    });
+    let v1: Vec<TradeV1> = v1.collect();
+    let v2: Vec<TradeV2> = v1
+        .iter()
+        .map(|t| TradeV2 {
+            id: t.id + 1000,
+            exchange: "XLON".into(),
+            ts: t.ts + 1000,
+            ..TradeV2::from(t.clone())
+        })
+        .collect();
+    let json = |records: Vec<String>| records.join("\n").into_bytes();
+    let schema_file = |text: &str| {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("schema written");
+        file
+    };
+    let (v1_file, v2_file) = (repo("jobs/schemas/trade.avsc"), schema_file(&v2_schema()));
+    let produce = |file: &Path, records: Vec<u8>| {
+        let file = file.to_str().expect("UTF-8");
+        python(&["produce", &kafka.address, &registry.url, &topic, file], &records);
+    };
+    produce(&v1_file, json(v1.iter().map(|t| serde_json::to_string(t).expect("JSON")).collect()));
+    produce(
+        v2_file.path(),
+        json(v2.iter().map(|t| serde_json::to_string(t).expect("JSON")).collect()),
+    );
+
+    let v1_text = std::fs::read_to_string(&v1_file).expect("trade.avsc");
+    let sort_v1 = |mut r: Vec<TradeV1>| {
+        r.sort_by_key(|t| t.id);
+        r
+    };
+    let sort_v2 = |mut r: Vec<TradeV2>| {
+        r.sort_by_key(|t| t.id);
+        r
+    };
+    // Reader v1: the v2 records lose `exchange`.
+    let (got, dead) = read_all::<TradeV1>(kafka, &topic, with_registry(registry, Some(v1_text)));
+    assert_eq!(dead, vec![]);
+    let expected: Vec<TradeV1> = v1.iter().cloned().chain(v2.iter().map(TradeV1::from)).collect();
+    assert_eq!(sort_v1(got), sort_v1(expected.clone()));
+    // Reader v2: the v1 records get the default.
+    let (got, dead) =
+        read_all::<TradeV2>(kafka, &topic, with_registry(registry, Some(v2_schema())));
+    assert_eq!(dead, vec![]);
+    let defaulted =
+        v1.iter().map(|t| TradeV2 { exchange: "XNAS".into(), ..TradeV2::from(t.clone()) });
+    assert_eq!(sort_v2(got), sort_v2(defaulted.chain(v2.iter().cloned()).collect()));
+    // No reader schema: each record decodes by field name into the job's type.
+    let (got, dead) = read_all::<TradeV1>(kafka, &topic, with_registry(registry, None));
+    assert_eq!(dead, vec![]);
+    assert_eq!(sort_v1(got), sort_v1(expected));
+}
+
+impl From<TradeV1> for TradeV2 {
+    fn from(t: TradeV1) -> Self {
+        TradeV2 {
+            id: t.id,
+            symbol: t.symbol,
+            venue: t.venue,
+            price: t.price,
+            size: t.size,
+            exchange: String::new(),
+            ts: t.ts,
+        }
+    }
+}
+
+impl From<&TradeV2> for TradeV1 {
+    fn from(t: &TradeV2) -> Self {
+        TradeV1 {
+            id: t.id,
+            symbol: t.symbol.clone(),
+            venue: t.venue,
+            price: t.price,
+            size: t.size,
+            ts: t.ts,
+        }
+    }
+}
+
+#[test]
+fn malformed_and_unknown_schema_records_are_dead_letters_naming_the_offset() {
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let topic = kafka.topic("avro-garbage", 1);
+    let trade = TradeV1 { id: 1, symbol: "S".into(), venue: 0, price: 1.5, size: 2, ts: 1_000 };
+    let schema = repo("jobs/schemas/trade.avsc");
+    python(
+        &["produce", &kafka.address, &registry.url, &topic, schema.to_str().expect("UTF-8")],
+        serde_json::to_string(&trade).expect("JSON").as_bytes(),
+    );
+    let good = kafka.records(&topic, Isolation::ReadUncommitted);
+    let good = good[0].1.clone().expect("a value");
+    let id = u32::from_be_bytes(good[1..5].try_into().expect("an id"));
+    let mut unknown = vec![0, 0x7f, 0, 0, 1];
+    unknown.extend_from_slice(&good[5..]);
+    kafka.produce(
+        &topic,
+        [
+            (None, br#"{"id": 1}"#.to_vec()),
+            (None, unknown),
+            (None, good[..good.len() - 3].to_vec()),
+            (None, vec![0, 0, 0]),
+            (None, good.clone()),
+        ],
+    );
+    let reader = std::fs::read_to_string(&schema).expect("trade.avsc");
+    let (got, dead) = read_all::<TradeV1>(kafka, &topic, with_registry(registry, Some(reader)));
+    assert_eq!(got, vec![trade.clone(), trade]);
+    let truncated = format!("schema id {id}: ");
+    let reasons: Vec<(String, &str)> = vec![
+        (format!("{topic}/0@1"), "magic byte 0x7b"),
+        (format!("{topic}/0@2"), "unknown writer schema: schema id 2130706433"),
+        (format!("{topic}/0@3"), &truncated),
+        (format!("{topic}/0@4"), "3 bytes: too short"),
+    ];
+    let mut dead = dead;
+    dead.sort();
+    assert_eq!(dead.len(), reasons.len(), "{dead:?}");
+    for ((place, reason), (want_place, want)) in dead.iter().zip(&reasons) {
+        assert_eq!(place, want_place);
+        assert!(reason.contains(want), "{place}: {reason} should say {want}");
+    }
+}
+
+#[test]
+fn a_sink_schema_missing_from_the_registry_is_refused_unless_auto_registered() {
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let topic = kafka.topic("avro-out", 1);
+    let mut config = KafkaSinkConfig::new(kafka.address.clone(), topic.clone());
+    config.format = Format::Avro;
+    let mut schema = with_registry(registry, None);
+    schema.file = Some(repo("jobs/schemas/candle.avsc"));
+    config.schema = Some(Box::new(schema.clone()));
+    let error = KafkaSink::<Value>::new("out", &config).err().expect("refused").to_string();
+    assert!(error.contains(&format!("not registered under subject `{topic}-value`")), "{error}");
+    schema.auto_register = true;
+    config.schema = Some(Box::new(schema));
+    KafkaSink::<Value>::new("out", &config).expect("registered by the sink");
+    // Now it is there: found without registering.
+    config.schema.as_mut().expect("schema").auto_register = false;
+    KafkaSink::<Value>::new("out", &config).expect("found in the registry");
+}
