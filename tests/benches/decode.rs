@@ -3,7 +3,8 @@
 //! loops of serde_json, sonic-rs and simd-json and by the sources' own
 //! `tributary_connectors::format::json::decode`; the same readings as Avro datums
 //! (`jobs/schemas/sensor-reading.avsc`) by bare `apache-avro` loops and by the sources'
-//! `AvroDecoder`.
+//! `AvroDecoder`; and as Protobuf messages by a bare `prost` loop (a derived struct) and by
+//! the sources' `ProtobufDecoder`.
 //!
 //! ```sh
 //! cargo bench -p tributary-tests --bench decode                     # 2M lines, best of 3
@@ -124,6 +125,102 @@ fn main() {
     );
     assert!(sums.windows(2).all(|w| w[0] == w[1]), "the decoders disagree: {sums:?}");
     avro_rows(&lines);
+    protobuf_rows(&lines);
+}
+
+/// The reading as a `prost` message (what `prost-build` would generate).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReadingMessage {
+    #[prost(uint32, tag = "1")]
+    device: u32,
+    #[prost(uint32, tag = "2")]
+    site: u32,
+    #[prost(string, tag = "3")]
+    sensor: String,
+    #[prost(double, tag = "4")]
+    value: f64,
+    #[prost(uint64, tag = "5")]
+    ts: u64,
+}
+
+impl Timestamp for ReadingMessage {
+    fn ts(&self) -> u64 {
+        self.ts
+    }
+}
+
+/// The Protobuf rows: the same readings as `tributary.iot.SensorReading` messages, decoded by
+/// a bare `prost` loop into the derived struct and by `ProtobufDecoder` into `SensorReading`.
+fn protobuf_rows(json: &[Vec<u8>]) {
+    use prost::Message as _;
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+    };
+    use tributary_connectors::format::{ProtobufDecoder, SchemaConfig};
+
+    let field = |name: &str, number: i32, kind: Type| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(kind as i32),
+        ..FieldDescriptorProto::default()
+    };
+    let message = DescriptorProto {
+        name: Some("SensorReading".into()),
+        field: vec![
+            field("device", 1, Type::Uint32),
+            field("site", 2, Type::Uint32),
+            field("sensor", 3, Type::String),
+            field("value", 4, Type::Double),
+            field("ts", 5, Type::Uint64),
+        ],
+        ..DescriptorProto::default()
+    };
+    let file = FileDescriptorProto {
+        name: Some("reading.proto".into()),
+        package: Some("tributary.iot".into()),
+        syntax: Some("proto3".into()),
+        message_type: vec![message],
+        ..FileDescriptorProto::default()
+    };
+    let set = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(set.path(), FileDescriptorSet { file: vec![file] }.encode_to_vec())
+        .expect("descriptor set written");
+    let mut messages: Vec<Vec<u8>> = json
+        .iter()
+        .map(|line| {
+            let r: SensorReading = decode(line).expect("valid");
+            let sensor = serde_json::to_value(r.sensor).expect("a name");
+            let sensor = sensor.as_str().expect("a name").to_owned();
+            let m =
+                ReadingMessage { device: r.device, site: r.site, sensor, value: r.value, ts: r.ts };
+            m.encode_to_vec()
+        })
+        .collect();
+    let bytes: usize = messages.iter().map(Vec::len).sum();
+    let count = messages.len();
+    println!();
+    println!(
+        "| Protobuf decoder ({count} messages, {:.0} bytes each) | records/s | of the bare loop |",
+        bytes as f64 / count as f64
+    );
+    println!("| --- | ---: | ---: |");
+    let bare = measure(&mut messages, |m| ReadingMessage::decode(m.as_slice()).expect("valid"));
+    println!("| bare prost: ReadingMessage::decode (derived struct) | {:.2}M | |", bare.0 / 1e6);
+    let config = SchemaConfig {
+        file: Some(set.path().to_owned()),
+        message: Some("tributary.iot.SensorReading".into()),
+        ..SchemaConfig::default()
+    };
+    let mut ours = ProtobufDecoder::new(&config).expect("a decoder");
+    let run = measure(&mut messages, |m| ours.decode::<SensorReading>(m).expect("valid"));
+    println!(
+        "| ProtobufDecoder::decode::<SensorReading> (ours: DynamicMessage, JSON value, serde) | {:.2}M | {:.0} % |",
+        run.0 / 1e6,
+        100.0 * run.0 / bare.0
+    );
+    assert_eq!(bare.1, run.1, "the decoders disagree");
 }
 
 /// The Avro rows: the same readings as plain Avro datums, decoded by bare `apache-avro` loops

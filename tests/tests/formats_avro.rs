@@ -1,20 +1,18 @@
 //! End-to-end tests of Avro through a schema registry: Apache Kafka and Apicurio Registry on
 //! loopback, records written and decoded by Confluent's Python client
-//! (`tests/py/avro_kafka.py`, its `AvroSerializer` and `AvroDeserializer`); the job's
+//! (`tests/py/registry_kafka.py`, its `AvroSerializer` and `AvroDeserializer`); the job's
 //! exactly-once output is read with `read_committed` up to the last stable offset.
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use support::kafka::{Isolation, Kafka};
 use support::registry::SchemaRegistry;
-use support::run_job;
+use support::{hex_values, registry_kafka_py, run_job};
 use timely::dataflow::operators::capture::Capture;
 use timely::dataflow::operators::vec::Map;
 use tributary_connectors::format::{RegistryConfig, SchemaConfig};
@@ -23,28 +21,6 @@ use tributary_runtime::{EventTime, Timestamped};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// Runs `tests/py/avro_kafka.py` with `args`, `stdin` as its input; returns its output.
-fn python(args: &[&str], stdin: &[u8]) -> String {
-    let mut child = Command::new("python3")
-        .arg(repo("tests/py/avro_kafka.py"))
-        // A hung script prints where it is when sent SIGABRT.
-        .env("PYTHONFAULTHANDLER", "1")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (scripts/test.sh installs confluent-kafka)");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("records written to python");
-    let out = child.wait_with_output().expect("python3 ends");
-    assert!(
-        out.status.success(),
-        "avro_kafka.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
 }
 
 /// Records as JSON values, sorted by their text (a multiset).
@@ -122,12 +98,12 @@ fn candles_from_avro_trades_through_the_registry_equal_the_json_run() {
     let trade_schema = repo("jobs/schemas/trade.avsc");
     let candle_schema = repo("jobs/schemas/candle.avsc");
     let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
-    python(
+    registry_kafka_py(
         &["produce", &kafka.address, &registry.url, &topic, &path(&trade_schema)],
         trades.as_bytes(),
     );
     let subject = format!("{candles}-value");
-    python(&["register", &registry.url, &subject, &path(&candle_schema)], b"");
+    registry_kafka_py(&["register", &registry.url, &subject, &path(&candle_schema)], b"");
     let set = |k: &str, v: String| ["--set".to_owned(), format!("{k}={v}")];
     let quoted = |v: &str| format!("\"{v}\"");
     let mut args = vec!["--workers".to_owned(), "2".to_owned()];
@@ -147,15 +123,11 @@ fn candles_from_avro_trades_through_the_registry_equal_the_json_run() {
     run("market-candles", &args);
 
     let values = kafka.records(&candles, Isolation::ReadCommitted);
-    let hex: String = values
-        .iter()
-        .map(|(_, v)| {
-            v.as_deref().expect("a value").iter().map(|b| format!("{b:02x}")).collect::<String>()
-                + "\n"
-        })
-        .collect();
+    let hex = hex_values(&values);
     let got = sorted(
-        python(&["decode", &registry.url, &candles], hex.as_bytes()).lines().map(str::to_owned),
+        registry_kafka_py(&["decode", &registry.url, &candles], hex.as_bytes())
+            .lines()
+            .map(str::to_owned),
     );
     assert_eq!(got.len(), expected.len(), "as many candles as the JSON run");
     assert_eq!(got, expected, "Avro candles read by Python equal the JSON run's");
@@ -267,7 +239,7 @@ fn writer_schema_v2_and_v1_records_read_with_reader_types_v1_and_v2() {
     let (v1_file, v2_file) = (repo("jobs/schemas/trade.avsc"), schema_file(&v2_schema()));
     let produce = |file: &Path, records: Vec<u8>| {
         let file = file.to_str().expect("UTF-8");
-        python(&["produce", &kafka.address, &registry.url, &topic, file], &records);
+        registry_kafka_py(&["produce", &kafka.address, &registry.url, &topic, file], &records);
     };
     produce(&v1_file, json(v1.iter().map(|t| serde_json::to_string(t).expect("JSON")).collect()));
     produce(
@@ -336,7 +308,7 @@ fn malformed_and_unknown_schema_records_are_dead_letters_naming_the_offset() {
     let topic = kafka.topic("avro-garbage", 1);
     let trade = TradeV1 { id: 1, symbol: "S".into(), venue: 0, price: 1.5, size: 2, ts: 1_000 };
     let schema = repo("jobs/schemas/trade.avsc");
-    python(
+    registry_kafka_py(
         &["produce", &kafka.address, &registry.url, &topic, schema.to_str().expect("UTF-8")],
         serde_json::to_string(&trade).expect("JSON").as_bytes(),
     );

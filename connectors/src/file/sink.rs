@@ -105,8 +105,8 @@ enum Encoder {
 impl Encoder {
     fn new(format: Format, file: LocalFile) -> Encoder {
         match format {
-            // Avro is refused by `FileSink::new`.
-            Format::Json | Format::Avro => Encoder::Json(file),
+            // Avro and Protobuf are refused by `FileSink::new`.
+            Format::Json | Format::Avro | Format::Protobuf => Encoder::Json(file),
             Format::Csv => Encoder::Csv(Box::new(csv::Writer::from_writer(file))),
         }
     }

@@ -1,5 +1,5 @@
-//! Record formats shared by the Kafka and file connectors: JSON and CSV text, and Avro with
-//! a schema from a file or a Confluent-compatible schema registry.
+//! Record formats shared by the Kafka and file connectors: JSON and CSV text, and Avro and
+//! Protobuf with schemas from files or a Confluent-compatible schema registry.
 //!
 //! A source decodes each record into the job's serde type with a [`ValueDecoder`]; a sink
 //! encodes with an [`Encoder`]. Avro records read through a registry carry the Confluent
@@ -8,6 +8,7 @@
 
 pub mod avro;
 pub mod json;
+pub mod protobuf;
 pub mod registry;
 pub mod wire;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tributary_runtime::ConfigError;
 
 pub use avro::{AvroDecoder, AvroEncoder};
+pub use protobuf::{ProtobufDecoder, ProtobufEncoder};
 pub use registry::{Registry, RegistryConfig, RegistryError, SubjectStrategy};
 
 /// A record format.
@@ -33,6 +35,9 @@ pub enum Format {
     /// Avro binary datums (Kafka only), with the schema in the `schema` table: from a file
     /// or inline, or taken from a schema registry (then in the Confluent wire format).
     Avro,
+    /// Protobuf messages (Kafka only): of a descriptor set file's `schema.message`, or with
+    /// schemas from a registry (the Confluent wire format with message indexes).
+    Protobuf,
 }
 
 impl Format {
@@ -50,6 +55,7 @@ impl Format {
             Format::Json => "jsonl",
             Format::Csv => "csv",
             Format::Avro => "avro",
+            Format::Protobuf => "pb",
         }
     }
 
@@ -63,13 +69,16 @@ impl Format {
         if self.is_text() {
             Ok(())
         } else {
-            Err(ConfigError::new(key, "files hold JSON lines or CSV; Avro is for Kafka records"))
+            Err(ConfigError::new(
+                key,
+                "files hold JSON lines or CSV; Avro and Protobuf are for Kafka records",
+            ))
         }
     }
 }
 
-/// Where a schema-based format (`format = "avro"`) takes its schemas: the `schema` table of
-/// a Kafka source or sink.
+/// Where a schema-based format (`format = "avro"` or `"protobuf"`) takes its schemas: the
+/// `schema` table of a Kafka source or sink. For Avro:
 ///
 /// - A source with a `registry` reads the Confluent wire format and looks up each record's
 ///   writer schema by its id; the schema given here (`file` or `inline`), if any, is the
@@ -80,12 +89,21 @@ impl Format {
 /// - A sink with a registry writes the Confluent wire format with the id of the given schema
 ///   under its subject (registered first if `auto_register`), or of the subject's latest
 ///   schema when none is given; without a registry, plain datums of the given schema.
+///
+/// For Protobuf (see [`protobuf`]): `file` is a descriptor set and `message` the message's
+/// full name; with a `registry`, sources take each record's schema and message from the
+/// registry, sinks the latest schema of the subject.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaConfig {
-    /// The schema in a file (Avro JSON, `.avsc`).
+    /// The schema in a file: Avro JSON (`.avsc`), or for Protobuf a descriptor set
+    /// (`protoc --descriptor_set_out`).
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Protobuf: the message's full name, e.g. `tributary.iot.SensorReading` (in the
+    /// descriptor set; in a sink's registry schema, the first message when not set).
+    #[serde(default)]
+    pub message: Option<String>,
     /// The schema itself (Avro JSON).
     #[serde(default)]
     pub inline: Option<String>,
@@ -155,14 +173,20 @@ pub enum ValueDecoder {
     Text(Format),
     /// Avro.
     Avro(AvroDecoder),
+    /// Protobuf.
+    Protobuf(ProtobufDecoder),
 }
 
 impl ValueDecoder {
-    /// The decoder of `format` (with `schema` for Avro); keys are relative to the table.
+    /// The decoder of `format` (with `schema` for Avro and Protobuf); keys are relative to the
+    /// table.
     pub fn new(format: Format, schema: Option<&SchemaConfig>) -> Result<Self, ConfigError> {
         match format {
             Format::Json | Format::Csv => Ok(ValueDecoder::Text(format)),
             Format::Avro => Ok(ValueDecoder::Avro(AvroDecoder::new(required(schema)?)?)),
+            Format::Protobuf => {
+                Ok(ValueDecoder::Protobuf(ProtobufDecoder::new(required(schema)?)?))
+            }
         }
     }
 
@@ -173,13 +197,14 @@ impl ValueDecoder {
             ValueDecoder::Text(Format::Json) => Ok(json::decode(bytes)?),
             ValueDecoder::Text(_) => Ok(decode_csv_record(bytes)?),
             ValueDecoder::Avro(avro) => avro.decode(bytes),
+            ValueDecoder::Protobuf(protobuf) => protobuf.decode(bytes),
         }
     }
 }
 
 /// The `schema` table a schema-based format needs.
 fn required(schema: Option<&SchemaConfig>) -> Result<&SchemaConfig, ConfigError> {
-    schema.ok_or_else(|| ConfigError::new("schema", "format \"avro\" needs a schema table"))
+    schema.ok_or_else(|| ConfigError::new("schema", "this format needs a `schema` table"))
 }
 
 /// One CSV record (no header), fields in declaration order.
@@ -200,10 +225,12 @@ pub enum Encoder {
     Text(Format),
     /// Avro.
     Avro(Arc<AvroEncoder>),
+    /// Protobuf.
+    Protobuf(Arc<ProtobufEncoder>),
 }
 
 impl Encoder {
-    /// The encoder of `format` for records of `topic` (with `schema` for Avro); keys are
+    /// The encoder of `format` for records of `topic` (with `schema` for Avro and Protobuf); keys are
     /// relative to the table.
     pub fn new(
         format: Format,
@@ -214,6 +241,9 @@ impl Encoder {
             Format::Json | Format::Csv => Ok(Encoder::Text(format)),
             Format::Avro => {
                 Ok(Encoder::Avro(Arc::new(AvroEncoder::new(required(schema)?, topic)?)))
+            }
+            Format::Protobuf => {
+                Ok(Encoder::Protobuf(Arc::new(ProtobufEncoder::new(required(schema)?, topic)?)))
             }
         }
     }
@@ -234,6 +264,7 @@ impl Encoder {
             }
             Encoder::Text(_) => serde_json::to_writer(&mut *buf, record).map_err(|e| e.to_string()),
             Encoder::Avro(avro) => avro.encode(record, buf),
+            Encoder::Protobuf(protobuf) => protobuf.encode(record, buf),
         }
     }
 }
@@ -259,6 +290,6 @@ mod tests {
     fn files_refuse_avro() {
         assert!(Format::Csv.check_text("format").is_ok());
         let error = Format::Avro.check_text("format").unwrap_err();
-        assert!(error.to_string().contains("Avro is for Kafka records"), "{error}");
+        assert!(error.to_string().contains("Avro and Protobuf are for Kafka"), "{error}");
     }
 }

@@ -1,5 +1,7 @@
 //! The Confluent wire format of records whose schema is in a schema registry: a zero "magic"
-//! byte, the schema id as a big-endian 32-bit integer, then the payload.
+//! byte, the schema id as a big-endian 32-bit integer, then the payload. Protobuf payloads
+//! start with the path of their message in the schema's file: a count and that many indexes,
+//! zig-zag varints (a single 0 for the first message of the file).
 
 /// The first byte of every framed record.
 pub const MAGIC: u8 = 0;
@@ -38,6 +40,61 @@ pub fn frame(id: u32, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&id.to_be_bytes());
 }
 
+/// The longest message path accepted (nesting depth of the message in its file).
+const MAX_INDEXES: usize = 64;
+
+/// Splits a Protobuf payload into its message indexes and the message.
+pub fn split_indexes(payload: &[u8]) -> Result<(Vec<usize>, &[u8]), String> {
+    let mut rest = payload;
+    let count = zigzag(&mut rest)?;
+    if count == 0 {
+        return Ok((vec![0], rest));
+    }
+    let count = usize::try_from(count).ok().filter(|&c| c <= MAX_INDEXES).ok_or_else(|| {
+        format!("{count} message indexes: not a Protobuf record of the wire format")
+    })?;
+    let mut indexes = Vec::with_capacity(count);
+    for _ in 0..count {
+        let index = zigzag(&mut rest)?;
+        indexes.push(usize::try_from(index).map_err(|_| format!("message index {index}"))?);
+    }
+    Ok((indexes, rest))
+}
+
+/// Appends the message indexes `indexes` (a path from the file's messages) to `buf`.
+pub fn write_indexes(indexes: &[usize], buf: &mut Vec<u8>) {
+    let mut varint = |n: i64| {
+        let mut v = ((n << 1) ^ (n >> 63)) as u64;
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    };
+    if indexes == [0] {
+        varint(0);
+        return;
+    }
+    varint(indexes.len() as i64);
+    for &i in indexes {
+        varint(i as i64);
+    }
+}
+
+/// Reads one zig-zag varint.
+fn zigzag(rest: &mut &[u8]) -> Result<i64, String> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, tail) = rest.split_first().ok_or("truncated message indexes")?;
+        *rest = tail;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err("a message index longer than 10 bytes".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +110,23 @@ mod tests {
         assert!(split(&[0, 1, 2]).unwrap_err().contains("3 bytes: too short"));
         assert!(split(&[]).unwrap_err().contains("empty"));
         assert!(split(&[1, 0, 0, 0, 1]).unwrap_err().contains("magic byte 0x01"));
+    }
+
+    #[test]
+    fn message_indexes_round_trip_as_confluent_writes_them() {
+        for indexes in [vec![0], vec![1], vec![2, 0, 300]] {
+            let mut buf = Vec::new();
+            write_indexes(&indexes, &mut buf);
+            buf.push(42);
+            assert_eq!(split_indexes(&buf), Ok((indexes, &[42][..])));
+        }
+        // Confluent's short form of [0], and [1] as count 1 (zig-zag 2), index 1 (2).
+        assert_eq!(split_indexes(&[0, 9]), Ok((vec![0], &[9][..])));
+        let mut buf = Vec::new();
+        write_indexes(&[1], &mut buf);
+        assert_eq!(buf, [2, 2]);
+        assert!(split_indexes(&[2]).unwrap_err().contains("truncated"));
+        assert!(split_indexes(&[0xff; 11]).unwrap_err().contains("longer than 10 bytes"));
+        assert!(split_indexes(&[1]).unwrap_err().contains("message indexes"), "count -1");
     }
 }

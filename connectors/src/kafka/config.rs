@@ -50,11 +50,12 @@ pub struct KafkaSourceConfig {
     /// Where to start.
     #[serde(default)]
     pub start: StartAt,
-    /// Record format: `json`, `csv` or `avro`.
+    /// Record format: `json`, `csv`, `avro` or `protobuf`.
     #[serde(default)]
     pub format: Format,
-    /// Where Avro takes its schemas (with `format = "avro"`): a reader schema in a `file` or
-    /// `inline`, and/or a `registry` the records' writer schemas are looked up in.
+    /// Where Avro and Protobuf take their schemas: an Avro reader schema in a `file` or
+    /// `inline`, a Protobuf descriptor set `file` and `message`, and/or a `registry` the
+    /// records' writer schemas are looked up in.
     #[serde(default)]
     pub schema: Option<Box<SchemaConfig>>,
     /// How far event time may go backwards within a partition before records count as late.
@@ -137,11 +138,12 @@ pub struct KafkaSinkConfig {
     pub brokers: String,
     /// The topic written to; it must exist.
     pub topic: String,
-    /// Record format: `json`, `csv` or `avro`.
+    /// Record format: `json`, `csv`, `avro` or `protobuf`.
     #[serde(default)]
     pub format: Format,
-    /// The Avro schema of the records (with `format = "avro"`): a `file`, `inline`, or the
-    /// latest of a registry `subject`; with a `registry`, records carry its id.
+    /// The schema of the records (Avro: a `file`, `inline`, or the latest of a registry
+    /// `subject`; Protobuf: a descriptor set `file` and `message`, or the latest schema of the
+    /// subject); with a `registry`, records carry its id.
     #[serde(default)]
     pub schema: Option<Box<SchemaConfig>>,
     /// Keying.

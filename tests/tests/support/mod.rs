@@ -138,6 +138,34 @@ pub fn naive_iot_stats(devices: u32, events: u64, window_ms: u64) -> IotStats {
         .collect()
 }
 
+/// Runs `tests/py/registry_kafka.py` (Confluent's Python client: Avro and Protobuf through a
+/// schema registry) with `args` and `stdin` as its input; returns its output.
+pub fn registry_kafka_py(args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/registry_kafka.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        // A hung script prints where it is when sent SIGABRT.
+        .env("PYTHONFAULTHANDLER", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh installs confluent-kafka)");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("records written to python");
+    let out = child.wait_with_output().expect("python3 ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "registry_kafka.py {args:?}: {stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Kafka record values as hex lines, for `registry_kafka.py decode` and `proto-decode`.
+pub fn hex_values(records: &[kafka::KafkaRecord]) -> String {
+    let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    records.iter().map(|(_, v)| hex(v.as_deref().unwrap_or_default()) + "\n").collect()
+}
+
 /// Runs `sql` in DuckDB (`py/duckdb_query.py`) and returns its rows as JSON objects.
 pub fn duckdb(sql: &str) -> Vec<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/duckdb_query.py");
