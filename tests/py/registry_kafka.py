@@ -14,6 +14,10 @@ for the end-to-end tests: records written and read by code nobody here wrote.
   registry_kafka.py proto-decode REGISTRY TOPIC < values.hex
       The same with Protobuf: `tributary.iot.SensorReading` messages (ProtobufSerializer,
       ProtobufDeserializer), the message class made at run time from its descriptor.
+  registry_kafka.py json-produce BOOTSTRAP REGISTRY TOPIC SCHEMA_FILE < records.jsonl
+  registry_kafka.py json-decode REGISTRY TOPIC < values.hex
+      The same with JSON Schema (JSONSerializer, JSONDeserializer: both validate each
+      document against the schema, the deserialiser against the one the record's id names).
 """
 
 import base64
@@ -23,18 +27,20 @@ import sys
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 
-def produce(bootstrap, registry, topic, schema_file):
+def produce(bootstrap, registry, topic, schema_file, kind=AvroSerializer):
     client = SchemaRegistryClient({"url": registry, "timeout": 30})
     # TopicNameStrategy, named: the client's default (ASSOCIATED) first asks for an
     # associations API that Apicurio does not serve (and sometimes does not answer).
     conf = {"auto.register.schemas": True, "subject.name.strategy.type": "TOPIC"}
     with open(schema_file) as f:
-        serialize = AvroSerializer(client, f.read(), conf=conf)
+        serialize = kind(f.read(), client, conf=conf) if kind is JSONSerializer \
+            else kind(client, f.read(), conf=conf)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     partitions = len(producer.list_topics(topic, timeout=30).topics[topic].partitions)
     context = SerializationContext(topic, MessageField.VALUE)
@@ -58,8 +64,11 @@ def register(registry, subject, schema_file):
         print(client.register_schema(subject, Schema(f.read(), "AVRO")))
 
 
-def decode(registry, topic):
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry, "timeout": 30}))
+def decode(registry, topic, kind=AvroDeserializer):
+    client = SchemaRegistryClient({"url": registry, "timeout": 30})
+    # The JSON deserialiser takes the schema of each record's id from the registry.
+    deserialize = kind(None, schema_registry_client=client) if kind is JSONDeserializer \
+        else kind(client)
     context = SerializationContext(topic, MessageField.VALUE)
     for line in sys.stdin:
         if line.strip():
@@ -122,5 +131,7 @@ if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     commands = {"produce": produce, "register": register, "decode": decode,
                 "proto-produce": proto_produce, "proto-register": proto_register,
-                "proto-decode": proto_decode}
+                "proto-decode": proto_decode,
+                "json-produce": lambda *a: produce(*a, kind=JSONSerializer),
+                "json-decode": lambda *a: decode(*a, kind=JSONDeserializer)}
     commands[command](*args)

@@ -6,15 +6,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use support::kafka::{Isolation, Kafka};
 use support::registry::SchemaRegistry;
 use support::{hex_values, registry_kafka_py, run_job};
-use timely::dataflow::operators::capture::Capture;
-use timely::dataflow::operators::vec::Map;
 use tributary_connectors::format::{RegistryConfig, SchemaConfig};
 use tributary_connectors::{Format, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
 use tributary_runtime::{EventTime, Timestamped};
@@ -186,16 +183,7 @@ where
     config.format = Format::Avro;
     config.schema = Some(Box::new(schema));
     let source: KafkaSource<D> = KafkaSource::new("avro", &config).expect("the topic exists");
-    let (tx, rx) = mpsc::channel();
-    let (dead_tx, dead_rx) = mpsc::channel();
-    let (tx, dead_tx) = (Mutex::new(tx), Mutex::new(dead_tx));
-    support::oracle::execute(100, 2, move |flow| {
-        let (records, dead) = flow.source_with_errors(&source);
-        records.capture_into(tx.lock().expect("not poisoned").clone());
-        dead.map(|d| (d.location.clone(), d.reason.clone()))
-            .capture_into(dead_tx.lock().expect("not poisoned").clone());
-    });
-    (support::oracle::messages(rx), support::oracle::messages(dead_rx))
+    support::oracle::read_with_dead_letters(source, 2)
 }
 
 fn with_registry(registry: &SchemaRegistry, reader: Option<String>) -> SchemaConfig {
@@ -337,8 +325,6 @@ fn malformed_and_unknown_schema_records_are_dead_letters_naming_the_offset() {
         (format!("{topic}/0@3"), &truncated),
         (format!("{topic}/0@4"), "3 bytes: too short"),
     ];
-    let mut dead = dead;
-    dead.sort();
     assert_eq!(dead.len(), reasons.len(), "{dead:?}");
     for ((place, reason), (want_place, want)) in dead.iter().zip(&reasons) {
         assert_eq!(place, want_place);

@@ -6,32 +6,14 @@
 mod support;
 
 use std::path::Path;
-use std::sync::{mpsc, Mutex};
 
 use support::kafka::{Isolation, Kafka};
 use support::registry::SchemaRegistry;
-use support::{hex_values, registry_kafka_py};
-use timely::dataflow::operators::capture::Capture;
-use timely::dataflow::operators::vec::Map;
+use support::registry_kafka_py;
 use tributary_connectors::format::{RegistryConfig, SchemaConfig};
 use tributary_connectors::{
-    Format, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, SensorKind, SensorReading,
+    Format, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, SensorReading,
 };
-use tributary_runtime::SinkExt;
-
-fn readings() -> Vec<SensorReading> {
-    let kinds = [SensorKind::Temperature, SensorKind::Humidity, SensorKind::Pressure];
-    (0..300u64)
-        .map(|n| SensorReading {
-            // Device 0, site 0 and value 0.0 are proto3 defaults: absent on the wire.
-            device: (n % 7) as u32,
-            site: (n % 3) as u32,
-            sensor: kinds[n as usize % 3],
-            value: (n % 11) as f64 / 4.0,
-            ts: 1_767_225_600_000 + n * 10,
-        })
-        .collect()
-}
 
 #[test]
 fn readings_written_by_python_pass_through_a_job_and_read_back_equal() {
@@ -39,7 +21,7 @@ fn readings_written_by_python_pass_through_a_job_and_read_back_equal() {
     let registry = SchemaRegistry::shared();
     let input = kafka.topic("pb-readings", 2);
     let output = kafka.topic("pb-out", 1);
-    let expected = readings();
+    let expected = support::registry_readings(300);
     let json: Vec<String> =
         expected.iter().map(|r| serde_json::to_string(r).expect("JSON")).collect();
     registry_kafka_py(
@@ -61,23 +43,8 @@ fn readings_written_by_python_pass_through_a_job_and_read_back_equal() {
     sink.format = Format::Protobuf;
     sink.schema = Some(Box::new(schema));
     let sink: KafkaSink<SensorReading> = KafkaSink::new("pb-out", &sink).expect("a sink");
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    support::oracle::execute(100, 2, move |flow| {
-        let (records, dead) = flow.source_with_errors(&source);
-        dead.map(|d| format!("{}: {}", d.location, d.reason))
-            .capture_into(tx.lock().expect("not poisoned").clone());
-        records.sink_to(&sink);
-    });
-    let dead = support::oracle::messages(rx);
-    assert_eq!(dead, Vec::<String>::new(), "no dead letters");
-
-    let values = kafka.records(&output, Isolation::ReadCommitted);
-    let hex = hex_values(&values);
-    let decoded = registry_kafka_py(&["proto-decode", &registry.url, &output], hex.as_bytes());
-    let mut got: Vec<SensorReading> =
-        decoded.lines().map(|l| serde_json::from_str(l).expect("a reading")).collect();
-    got.sort_by_key(|r| r.ts);
+    support::pass_through(source, sink);
+    let got = support::read_back(kafka, "proto-decode", &registry.url, &output);
     assert_eq!(got, expected, "what Python reads back is what it wrote");
 }
 
@@ -87,7 +54,7 @@ fn records_of_an_avro_schema_or_a_missing_message_are_dead_letters() {
     let kafka = Kafka::shared();
     let registry = SchemaRegistry::shared();
     let topic = kafka.topic("pb-garbage", 1);
-    let good = readings()[1].clone();
+    let good = support::registry_readings(2)[1].clone();
     registry_kafka_py(
         &["proto-produce", &kafka.address, &registry.url, &topic],
         serde_json::to_string(&good).expect("JSON").as_bytes(),
@@ -116,23 +83,13 @@ fn records_of_an_avro_schema_or_a_missing_message_are_dead_letters() {
         ..SchemaConfig::default()
     }));
     let source: KafkaSource<SensorReading> = KafkaSource::new("pb", &config).expect("a source");
-    let (tx, rx) = mpsc::channel();
-    let (dead_tx, dead_rx) = mpsc::channel();
-    let (tx, dead_tx) = (Mutex::new(tx), Mutex::new(dead_tx));
-    support::oracle::execute(100, 1, move |flow| {
-        let (records, dead) = flow.source_with_errors(&source);
-        records.capture_into(tx.lock().expect("not poisoned").clone());
-        dead.map(|d| (d.location, d.reason))
-            .capture_into(dead_tx.lock().expect("not poisoned").clone());
-    });
-    assert_eq!(support::oracle::messages(rx), vec![good]);
-    let mut dead = support::oracle::messages(dead_rx);
-    dead.sort();
+    let (records, dead) = support::oracle::read_with_dead_letters(source, 1);
+    assert_eq!(records, vec![good]);
     assert_eq!(dead.len(), 3, "{dead:?}");
     assert_eq!(dead[0].0, format!("{topic}/0@1"));
     assert!(dead[0].1.contains("3 bytes: too short"), "{:?}", dead[0]);
     assert_eq!(dead[1].0, format!("{topic}/0@2"));
     assert!(dead[1].1.contains("no message at indexes [4]"), "{:?}", dead[1]);
     assert_eq!(dead[2].0, format!("{topic}/0@3"));
-    assert!(dead[2].1.contains("is a AVRO schema, not Protobuf"), "{:?}", dead[2]);
+    assert!(dead[2].1.contains("is a AVRO schema, not PROTOBUF"), "{:?}", dead[2]);
 }

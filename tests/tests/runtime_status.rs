@@ -67,7 +67,13 @@ fn the_status_page_shows_the_dataflow_with_live_rates_in_chromium() {
             .find(|o| o["name"] == "window-aggregate:tumbling(1m)")?
             .clone();
         let state = aggregate["state_entries"].as_u64()?;
-        (status["records_in_per_s"].as_f64()? > 0.0 && state > 0).then_some(status)
+        // An operator's rate needs two snapshots that list it, so the first snapshot with a job
+        // rate can still show every operator at 0/s: wait for one that shows a moving operator.
+        let moving = status["operators"]
+            .as_array()?
+            .iter()
+            .any(|o| o["records_in_per_s"].as_f64().is_some_and(|r| r > 0.0));
+        (status["records_in_per_s"].as_f64()? > 0.0 && state > 0 && moving).then_some(status)
     });
     assert_eq!(status["job"], "iot-stats");
     assert_eq!(status["workers"], 2);

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tributary_runtime::ConfigError;
 
-use super::registry::{Registry, RegistryError};
+use super::registry::Registry;
 use super::{wire, DecodeError, SchemaConfig};
 
 /// The registry's name of Avro schemas.
@@ -138,34 +138,20 @@ impl Shared {
             return Ok(Arc::clone(plan));
         }
         let registry = self.registry.as_ref().ok_or("no registry")?;
-        let plan = match registry.schema(id) {
-            Ok(s) if s.schema_type != AVRO => {
-                Plan::Unreadable(format!("schema id {id} is a {} schema, not Avro", s.schema_type))
-            }
+        let plan = match registry.writer_schema(id, AVRO)? {
             Ok(s) => match Schema::parse_str(&s.schema) {
                 Ok(writer) => {
                     Plan::new(writer, self.reader).map_err(|e| format!("schema id {id}: {e}"))?
                 }
                 Err(e) => {
-                    Plan::Unreadable(format!("schema id {id} is not a valid Avro schema: {e}"))
+                    let reason = format!("schema id {id} is not a valid Avro schema: {e}");
+                    tracing::warn!(registry = %registry.url(), id, reason, "records of a writer \
+                        schema will be dead letters");
+                    Plan::Unreadable(reason)
                 }
             },
-            // A registry assigns an id before any record carries it: a record with an id the
-            // registry does not know was not written through this registry.
-            Err(e @ RegistryError::NotFound { .. }) => {
-                Plan::Unreadable(format!("unknown writer schema: {e}"))
-            }
-            // An answer that is not a schema we can use (`status` 200), e.g. with references.
-            Err(e @ RegistryError::Refused { status: 200, .. }) => {
-                Plan::Unreadable(format!("writer schema: {e}"))
-            }
-            // Refused (credentials, say) or unreachable: no record can be judged.
-            Err(e) => return Err(DecodeError::Unavailable(e.to_string())),
+            Err(reason) => Plan::Unreadable(reason),
         };
-        if let Plan::Unreadable(reason) = &plan {
-            tracing::warn!(registry = %registry.url(), id, reason, "records of a writer schema \
-                will be dead letters");
-        }
         let plan = Arc::new(plan);
         plans.insert(id, Arc::clone(&plan));
         Ok(plan)
@@ -268,64 +254,16 @@ impl AvroEncoder {
                     "Avro needs a schema: `file`, `inline` or a `registry` to take it from",
                 ))
             }
-            (Some(registry), given) => {
-                let subject = |name: &str| {
-                    config
-                        .subject
-                        .clone()
-                        .unwrap_or_else(|| config.subject_strategy.subject(topic, name))
-                };
-                let failed = |e: RegistryError| ConfigError::new("schema.registry", e.to_string());
-                match given {
-                    Some(schema) => {
-                        let subject = subject(&full_name(&schema, key)?);
-                        let canonical = schema.canonical_form();
-                        let id =
-                            match registry.lookup(&subject, &canonical, AVRO).map_err(failed)? {
-                                Some(id) => id,
-                                None if config.auto_register => {
-                                    let id = registry
-                                        .register(&subject, &canonical, AVRO)
-                                        .map_err(failed)?;
-                                    tracing::info!(registry = %registry.url(), subject, id,
-                                    "output schema registered");
-                                    id
-                                }
-                                None => {
-                                    return Err(ConfigError::new(
-                                        key,
-                                        format!(
-                                        "the schema is not registered under subject `{subject}` \
-                                         at {}: register it, or set schema.auto_register = true",
-                                        registry.url()
-                                    ),
-                                    ))
-                                }
-                            };
-                        (schema, Some(id))
-                    }
-                    None => {
-                        let Some(subject) = config.subject.clone() else {
-                            return Err(ConfigError::new(
-                                "schema.subject",
-                                "name the subject to take the latest schema of, or give the \
-                                 schema (`file` or `inline`)",
-                            ));
-                        };
-                        let latest = registry.latest(&subject).map_err(failed)?;
-                        if latest.schema_type != AVRO {
-                            return Err(ConfigError::new(
-                                "schema.subject",
-                                format!(
-                                    "`{subject}` holds {} schemas, not Avro",
-                                    latest.schema_type
-                                ),
-                            ));
-                        }
-                        let schema = parse(&latest.schema, "schema.subject")?;
-                        (schema, Some(latest.id))
-                    }
-                }
+            (Some(registry), Some(schema)) => {
+                let canonical = schema.canonical_form();
+                let name = full_name(&schema, key)?;
+                let given = (canonical.as_str(), name.as_str());
+                let id = config.output_schema(&registry, topic, AVRO, Some(given), key)?.id;
+                (schema, Some(id))
+            }
+            (Some(registry), None) => {
+                let latest = config.output_schema(&registry, topic, AVRO, None, key)?;
+                (parse(&latest.schema, "schema.subject")?, Some(latest.id))
             }
         };
         let schema = keep(schema);

@@ -20,14 +20,16 @@ use serde::{Deserialize, Serialize};
 use tributary_runtime::ConfigError;
 
 pub use avro::{AvroDecoder, AvroEncoder};
+pub use json::{JsonSchemaDecoder, JsonSchemaEncoder};
 pub use protobuf::{ProtobufDecoder, ProtobufEncoder};
-pub use registry::{Registry, RegistryConfig, RegistryError, SubjectStrategy};
+pub use registry::{RegisteredSchema, Registry, RegistryConfig, RegistryError, SubjectStrategy};
 
 /// A record format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// One JSON object per line (files) or per record (Kafka).
+    /// One JSON object per line (files) or per record (Kafka). On Kafka with a `schema`
+    /// table naming a `registry`: JSON Schema records in the Confluent wire format.
     #[default]
     Json,
     /// Comma-separated values, fields in declaration order (files have a header line).
@@ -93,6 +95,11 @@ impl Format {
 /// For Protobuf (see [`protobuf`]): `file` is a descriptor set and `message` the message's
 /// full name; with a `registry`, sources take each record's schema and message from the
 /// registry, sinks the latest schema of the subject.
+///
+/// For JSON, a `schema` table needs a `registry`: sources read JSON Schema records (each
+/// writer schema id must be a JSON schema there), sinks write them with the id of the given
+/// JSON schema (`file` or `inline`, whose `title` the record-name strategies use) or of the
+/// subject's latest.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaConfig {
@@ -136,6 +143,63 @@ impl SchemaConfig {
         }
     }
 
+    /// The registered schema a sink writes with: `given` (its text and the record name the
+    /// record-name strategies use), looked up under its subject and registered there first if
+    /// `auto_register`; or, without one, the latest schema of `subject` (by default
+    /// `<topic>-value`). `key` names where the given schema came from.
+    pub(crate) fn output_schema(
+        &self,
+        registry: &Registry,
+        topic: &str,
+        schema_type: &str,
+        given: Option<(&str, &str)>,
+        key: &str,
+    ) -> Result<RegisteredSchema, ConfigError> {
+        let failed = |e: RegistryError| ConfigError::new("schema.registry", e.to_string());
+        let Some((text, record)) = given else {
+            let subject = match (&self.subject, self.subject_strategy) {
+                (Some(subject), _) => subject.clone(),
+                (None, SubjectStrategy::TopicName) => format!("{topic}-value"),
+                (None, _) => {
+                    return Err(ConfigError::new(
+                        "schema.subject",
+                        "name the subject to take the latest schema of, or give the schema \
+                         (`file` or `inline`)",
+                    ))
+                }
+            };
+            let latest = registry.latest(&subject).map_err(failed)?;
+            if latest.schema_type != schema_type {
+                return Err(ConfigError::new(
+                    "schema.subject",
+                    format!("`{subject}` holds {} schemas, not {schema_type}", latest.schema_type),
+                ));
+            }
+            return Ok(latest);
+        };
+        let subject =
+            self.subject.clone().unwrap_or_else(|| self.subject_strategy.subject(topic, record));
+        let id = match registry.lookup(&subject, text, schema_type).map_err(failed)? {
+            Some(id) => id,
+            None if self.auto_register => {
+                let id = registry.register(&subject, text, schema_type).map_err(failed)?;
+                tracing::info!(registry = %registry.url(), subject, id, "output schema registered");
+                id
+            }
+            None => {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "the schema is not registered under subject `{subject}` at {}: register \
+                         it, or set schema.auto_register = true",
+                        registry.url()
+                    ),
+                ))
+            }
+        };
+        Ok(RegisteredSchema { id, schema_type: schema_type.to_owned(), schema: text.to_owned() })
+    }
+
     /// The registry client, if a registry is configured; checks that it answers.
     pub fn registry(&self) -> Result<Option<Arc<Registry>>, ConfigError> {
         self.registry.as_ref().map(|c| Registry::connect(c).map(Arc::new)).transpose()
@@ -171,6 +235,8 @@ impl From<&str> for DecodeError {
 pub enum ValueDecoder {
     /// JSON or CSV.
     Text(Format),
+    /// JSON Schema records of a registry.
+    JsonSchema(JsonSchemaDecoder),
     /// Avro.
     Avro(AvroDecoder),
     /// Protobuf.
@@ -182,7 +248,11 @@ impl ValueDecoder {
     /// table.
     pub fn new(format: Format, schema: Option<&SchemaConfig>) -> Result<Self, ConfigError> {
         match format {
-            Format::Json | Format::Csv => Ok(ValueDecoder::Text(format)),
+            Format::Json => match json_registry(schema)? {
+                Some(registry) => Ok(ValueDecoder::JsonSchema(JsonSchemaDecoder::new(registry))),
+                None => Ok(ValueDecoder::Text(format)),
+            },
+            Format::Csv => Ok(ValueDecoder::Text(format)),
             Format::Avro => Ok(ValueDecoder::Avro(AvroDecoder::new(required(schema)?)?)),
             Format::Protobuf => {
                 Ok(ValueDecoder::Protobuf(ProtobufDecoder::new(required(schema)?)?))
@@ -196,10 +266,24 @@ impl ValueDecoder {
         match self {
             ValueDecoder::Text(Format::Json) => Ok(json::decode(bytes)?),
             ValueDecoder::Text(_) => Ok(decode_csv_record(bytes)?),
+            ValueDecoder::JsonSchema(json) => json.decode(bytes),
             ValueDecoder::Avro(avro) => avro.decode(bytes),
             ValueDecoder::Protobuf(protobuf) => protobuf.decode(bytes),
         }
     }
+}
+
+/// The registry of JSON Schema records, if the JSON format has a `schema` table (which then
+/// needs one).
+fn json_registry(schema: Option<&SchemaConfig>) -> Result<Option<Arc<Registry>>, ConfigError> {
+    let Some(schema) = schema else { return Ok(None) };
+    if schema.registry.is_none() || schema.message.is_some() {
+        return Err(ConfigError::new(
+            "schema",
+            "JSON takes a `schema` table only for JSON Schema records of a `registry`",
+        ));
+    }
+    schema.registry()
 }
 
 /// The `schema` table a schema-based format needs.
@@ -223,6 +307,8 @@ fn decode_csv_record<D: DeserializeOwned>(bytes: &[u8]) -> Result<D, String> {
 pub enum Encoder {
     /// JSON or CSV.
     Text(Format),
+    /// JSON Schema records of a registry.
+    JsonSchema(Arc<JsonSchemaEncoder>),
     /// Avro.
     Avro(Arc<AvroEncoder>),
     /// Protobuf.
@@ -238,7 +324,15 @@ impl Encoder {
         topic: &str,
     ) -> Result<Self, ConfigError> {
         match format {
-            Format::Json | Format::Csv => Ok(Encoder::Text(format)),
+            Format::Json => match json_registry(schema)? {
+                Some(registry) => {
+                    let schema = required(schema)?;
+                    let encoder = JsonSchemaEncoder::new(schema, &registry, topic)?;
+                    Ok(Encoder::JsonSchema(Arc::new(encoder)))
+                }
+                None => Ok(Encoder::Text(format)),
+            },
+            Format::Csv => Ok(Encoder::Text(format)),
             Format::Avro => {
                 Ok(Encoder::Avro(Arc::new(AvroEncoder::new(required(schema)?, topic)?)))
             }
@@ -263,6 +357,7 @@ impl Encoder {
                 Ok(())
             }
             Encoder::Text(_) => serde_json::to_writer(&mut *buf, record).map_err(|e| e.to_string()),
+            Encoder::JsonSchema(json) => json.encode(record, buf),
             Encoder::Avro(avro) => avro.encode(record, buf),
             Encoder::Protobuf(protobuf) => protobuf.encode(record, buf),
         }

@@ -17,6 +17,8 @@ use tributary_runtime::{ConfigError, HumanDuration};
 use ureq::http::Response;
 use ureq::Body;
 
+use super::DecodeError;
+
 /// The media type of the registry's requests and answers.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 /// The first wait before a retry; doubled each time up to [`MAX_BACKOFF`].
@@ -285,6 +287,37 @@ impl Registry {
             "writer schema fetched from the registry");
         let mut by_id = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         Ok(Arc::clone(by_id.entry(id).or_insert(schema)))
+    }
+
+    /// The writer schema `id` of a record, which must be a `schema_type` schema: `Ok(Err)`
+    /// says why records of this id are dead letters (unknown id, another type, an answer
+    /// that is not a usable schema), `Err` that the registry could not be asked (the job
+    /// stops rather than dead-letter good records).
+    pub fn writer_schema(
+        &self,
+        id: u32,
+        schema_type: &str,
+    ) -> Result<Result<Arc<RegisteredSchema>, String>, DecodeError> {
+        let schema = match self.schema(id) {
+            Ok(s) if s.schema_type != schema_type => {
+                Err(format!("schema id {id} is a {} schema, not {schema_type}", s.schema_type))
+            }
+            Ok(s) => Ok(s),
+            // A registry assigns an id before any record carries it: a record with an id the
+            // registry does not know was not written through this registry.
+            Err(e @ RegistryError::NotFound { .. }) => Err(format!("unknown writer schema: {e}")),
+            // An answer that is not a schema we can use (`status` 200), e.g. with references.
+            Err(e @ RegistryError::Refused { status: 200, .. }) => {
+                Err(format!("writer schema: {e}"))
+            }
+            // Refused (credentials, say) or unreachable: no record can be judged.
+            Err(e) => return Err(DecodeError::Unavailable(e.to_string())),
+        };
+        if let Err(reason) = &schema {
+            tracing::warn!(registry = %self.url, id, reason, "records of a writer schema will \
+                be dead letters");
+        }
+        Ok(schema)
     }
 
     /// The latest schema registered under `subject`.

@@ -160,6 +160,60 @@ pub fn registry_kafka_py(args: &[&str], stdin: &[u8]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8")
 }
 
+/// `n` readings of every sensor kind over 7 devices and 3 sites, 10 ms apart, for the
+/// schema-registry tests (device 0, site 0 and value 0.0 are proto3 defaults: absent on the
+/// Protobuf wire).
+pub fn registry_readings(n: u64) -> Vec<tributary_connectors::SensorReading> {
+    use tributary_connectors::SensorKind::{Humidity, Pressure, Temperature, Vibration};
+    let kinds = [Temperature, Humidity, Pressure, Vibration];
+    (0..n)
+        .map(|n| tributary_connectors::SensorReading {
+            device: (n % 7) as u32,
+            site: (n % 3) as u32,
+            sensor: kinds[n as usize % kinds.len()],
+            value: (n % 11) as f64 / 4.0,
+            ts: 1_767_225_600_000 + n * 10,
+        })
+        .collect()
+}
+
+/// Runs `source` into `sink` on 2 workers, to the source's end; no record may be a dead
+/// letter.
+pub fn pass_through(
+    source: tributary_connectors::KafkaSource<tributary_connectors::SensorReading>,
+    sink: tributary_connectors::KafkaSink<tributary_connectors::SensorReading>,
+) {
+    use timely::dataflow::operators::capture::Capture;
+    use timely::dataflow::operators::vec::Map;
+    use tributary_runtime::SinkExt;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    oracle::execute(100, 2, move |flow| {
+        let (records, dead) = flow.source_with_errors(&source);
+        dead.map(|d| format!("{}: {}", d.location, d.reason))
+            .capture_into(tx.lock().expect("not poisoned").clone());
+        records.sink_to(&sink);
+    });
+    assert_eq!(oracle::messages(rx), Vec::<String>::new(), "no dead letters");
+}
+
+/// The readings on `topic` as `registry_kafka.py COMMAND` (`proto-decode`, `json-decode`)
+/// decodes them through the registry at `registry`, by event time.
+pub fn read_back(
+    kafka: &kafka::Kafka,
+    command: &str,
+    registry: &str,
+    topic: &str,
+) -> Vec<tributary_connectors::SensorReading> {
+    let values = kafka.records(topic, kafka::Isolation::ReadCommitted);
+    let decoded = registry_kafka_py(&[command, registry, topic], hex_values(&values).as_bytes());
+    let mut got: Vec<tributary_connectors::SensorReading> =
+        decoded.lines().map(|l| serde_json::from_str(l).expect("a reading")).collect();
+    got.sort_by_key(|r| r.ts);
+    got
+}
+
 /// Kafka record values as hex lines, for `registry_kafka.py decode` and `proto-decode`.
 pub fn hex_values(records: &[kafka::KafkaRecord]) -> String {
     let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();

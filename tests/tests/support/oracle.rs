@@ -116,6 +116,31 @@ where
     .for_each(|r| r.expect("no worker panicked"));
 }
 
+/// Runs `source` to its end on `workers` workers: its records, and its dead letters as
+/// (location, reason), sorted.
+#[allow(dead_code)] // Not every test binary reads dead letters.
+pub fn read_with_dead_letters<S: Source>(
+    source: S,
+    workers: usize,
+) -> (Vec<S::Item>, Vec<(String, String)>) {
+    use std::sync::Mutex;
+    use timely::dataflow::operators::capture::Capture;
+    use timely::dataflow::operators::vec::Map;
+
+    let (tx, rx) = mpsc::channel();
+    let (dead_tx, dead_rx) = mpsc::channel();
+    let (tx, dead_tx) = (Mutex::new(tx), Mutex::new(dead_tx));
+    execute(100, workers, move |flow| {
+        let (records, dead) = flow.source_with_errors(&source);
+        records.capture_into(tx.lock().expect("not poisoned").clone());
+        dead.map(|d| (d.location, d.reason))
+            .capture_into(dead_tx.lock().expect("not poisoned").clone());
+    });
+    let mut dead = messages(dead_rx);
+    dead.sort();
+    (messages(rx), dead)
+}
+
 /// The records of a captured stream, in the order each worker sent them.
 pub fn messages<D>(rx: mpsc::Receiver<Event<u64, Vec<D>>>) -> Vec<D> {
     timed_messages(rx).into_iter().map(|(_, d)| d).collect()

@@ -1,9 +1,9 @@
 //! Protobuf records (`prost-reflect`), decoded into and encoded from the job's serde types.
 //!
-//! A message is decoded as a `DynamicMessage` of its descriptor, then handed to the job's
-//! type through its canonical JSON mapping with the `.proto` field names, 64-bit integers as
-//! numbers and default values present (a proto3 zero is a field like any other). Encoding goes
-//! the other way. Descriptors come from a descriptor set file (`protoc --descriptor_set_out`,
+//! A message is decoded straight from its bytes into the job's type ([`de`]), as its
+//! canonical JSON mapping would give it: the `.proto` field names, 64-bit integers as numbers
+//! and default values present (a proto3 zero is a field like any other). Encoding goes through
+//! the JSON mapping and a `DynamicMessage`. Descriptors come from a descriptor set file (`protoc --descriptor_set_out`,
 //! `buf build -o`) and `schema.message`, or, with a registry, from each record's writer
 //! schema id and message indexes: `.proto` text (compiled with `protox`) or a base64
 //! `FileDescriptorProto`, as Confluent's clients register them.
@@ -23,8 +23,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tributary_runtime::ConfigError;
 
-use super::registry::{RegisteredSchema, Registry, RegistryError};
+use super::registry::{RegisteredSchema, Registry};
 use super::{wire, DecodeError, SchemaConfig};
+use de::Plan;
+
+mod de;
 
 /// The registry's name of Protobuf schemas.
 const PROTOBUF: &str = "PROTOBUF";
@@ -150,18 +153,13 @@ impl Shared {
         if let Some(file) = files.get(&id) {
             return Ok(file.clone());
         }
-        let file = match self.registry.schema(id) {
-            Ok(schema) => file_of(&schema),
-            Err(e @ RegistryError::NotFound { .. }) => Err(format!("unknown writer schema: {e}")),
-            Err(e @ RegistryError::Refused { status: 200, .. }) => {
-                Err(format!("writer schema: {e}"))
-            }
-            Err(e) => return Err(DecodeError::Unavailable(e.to_string())),
+        let file = match self.registry.writer_schema(id, PROTOBUF)? {
+            Ok(schema) => file_of(&schema).inspect_err(|reason| {
+                tracing::warn!(registry = %self.registry.url(), id, reason, "records of a \
+                    writer schema will be dead letters");
+            }),
+            Err(reason) => Err(reason),
         };
-        if let Err(reason) = &file {
-            tracing::warn!(registry = %self.registry.url(), id, reason, "records of a writer \
-                schema will be dead letters");
-        }
         files.insert(id, file.clone());
         Ok(file)
     }
@@ -171,15 +169,22 @@ impl Shared {
 #[derive(Clone)]
 pub struct ProtobufDecoder {
     /// Without a registry: the message of the descriptor set, for bare messages.
-    plain: Option<MessageDescriptor>,
+    plain: Option<Arc<Plan>>,
     shared: Option<Arc<Shared>>,
-    /// This clone's writer files, by schema id (no lock per record).
-    local: FxHashMap<u32, Result<FileDescriptor, String>>,
+    /// This clone's writer schemas, by id (no lock per record).
+    local: FxHashMap<u32, Result<Writer, String>>,
+}
+
+/// A writer schema's file and the plans of its messages read so far, by message indexes.
+#[derive(Clone)]
+struct Writer {
+    file: FileDescriptor,
+    plans: Vec<(Vec<usize>, Arc<Plan>)>,
 }
 
 impl std::fmt::Debug for ProtobufDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProtobufDecoder").field("plain", &self.plain).finish_non_exhaustive()
+        f.debug_struct("ProtobufDecoder").finish_non_exhaustive()
     }
 }
 
@@ -198,7 +203,7 @@ impl ProtobufDecoder {
         let shared =
             registry.map(|registry| Arc::new(Shared { registry, files: Mutex::default() }));
         Ok(ProtobufDecoder {
-            plain: plain.filter(|_| shared.is_none()),
+            plain: plain.filter(|_| shared.is_none()).map(|m| Plan::new(&m)),
             shared,
             local: FxHashMap::default(),
         })
@@ -206,34 +211,31 @@ impl ProtobufDecoder {
 
     /// Decodes one record.
     pub fn decode<D: DeserializeOwned>(&mut self, bytes: &[u8]) -> Result<D, DecodeError> {
-        if let Some(message) = &self.plain {
-            return Ok(to_record(message, bytes)?);
+        if let Some(plan) = &self.plain {
+            return Ok(de::decode(plan, bytes)?);
         }
         let shared = self.shared.as_ref().ok_or("no descriptor")?;
         let (id, payload) = wire::split(bytes)?;
-        let file = match self.local.entry(id) {
+        let writer = match self.local.entry(id) {
             Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(new) => new.insert(shared.file(id)?),
+            Entry::Vacant(new) => {
+                new.insert(shared.file(id)?.map(|file| Writer { file, plans: Vec::new() }))
+            }
         };
-        let file = file.as_ref().map_err(Clone::clone)?;
+        let writer = writer.as_mut().map_err(|e| e.clone())?;
         let (indexes, message) = wire::split_indexes(payload)?;
-        let descriptor = message_at(file, &indexes)
-            .ok_or_else(|| format!("schema id {id} has no message at indexes {indexes:?}"))?;
-        Ok(to_record(&descriptor, message).map_err(|e| format!("schema id {id}: {e}"))?)
+        let plan = match writer.plans.iter().find(|(i, _)| *i == indexes) {
+            Some((_, plan)) => plan,
+            None => {
+                let descriptor = message_at(&writer.file, &indexes).ok_or_else(|| {
+                    format!("schema id {id} has no message at indexes {indexes:?}")
+                })?;
+                writer.plans.push((indexes, Plan::new(&descriptor)));
+                &writer.plans.last().expect("just pushed").1
+            }
+        };
+        Ok(de::decode(plan, message).map_err(|e| format!("schema id {id}: {e}"))?)
     }
-}
-
-/// Decodes a message of `descriptor` into a `D`.
-fn to_record<D: DeserializeOwned>(
-    descriptor: &MessageDescriptor,
-    bytes: &[u8],
-) -> Result<D, String> {
-    let message = DynamicMessage::decode(descriptor.clone(), bytes)
-        .map_err(|e| format!("not a {} message: {e}", descriptor.full_name()))?;
-    let value = message
-        .serialize_with_options(serde_json::value::Serializer, &TO_SERDE)
-        .map_err(|e| e.to_string())?;
-    D::deserialize(value).map_err(|e| e.to_string())
 }
 
 /// Encodes records as Protobuf messages of one descriptor, framed with the registry id and
@@ -271,9 +273,8 @@ impl ProtobufEncoder {
                  it there and leave out `file`",
             ));
         }
+        let latest = config.output_schema(&registry, topic, PROTOBUF, None, "schema")?;
         let subject = config.subject.clone().unwrap_or_else(|| format!("{topic}-value"));
-        let failed = |e: RegistryError| ConfigError::new("schema.registry", e.to_string());
-        let latest = registry.latest(&subject).map_err(failed)?;
         let file = file_of(&latest).map_err(|e| ConfigError::new("schema.subject", e))?;
         let descriptor = match &config.message {
             Some(name) => file.messages().find(|m| m.full_name() == name).ok_or_else(|| {
