@@ -26,7 +26,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use timely::dataflow::operators::Concat;
-use tributary_connectors::format::{DecodeError, ValueDecoder};
+use tributary_connectors::format::DecodeError;
 use tributary_connectors::generator::{DeviceInfo, DeviceRegistry};
 use tributary_connectors::kafka::{ChangelogDecoder, ChangelogRecord, Decode, RawRecord};
 use tributary_runtime::{EventTime, Events as EventStream};
@@ -260,8 +260,7 @@ impl Registry {
             (Some(Input::File(c)), _) => Registry::File(FileSource::new("registry", c).map_err(within)?),
             (Some(Input::Kafka(c)), _) => Registry::Kafka(
                 {
-                    let value = ValueDecoder::new(c.format, c.schema.as_deref()).map_err(within)?;
-                    let decoder = RegistryDecoder(ChangelogDecoder(value));
+                    let decoder = RegistryDecoder(ChangelogDecoder::new(c).map_err(within)?);
                     KafkaSource::with_decoder("registry", c, decoder).map_err(within)?
                 },
             ),

@@ -14,6 +14,10 @@ for the end-to-end tests: records written and read by code nobody here wrote.
   registry_kafka.py proto-decode REGISTRY TOPIC < values.hex
       The same with Protobuf: `tributary.iot.SensorReading` messages (ProtobufSerializer,
       ProtobufDeserializer), the message class made at run time from its descriptor.
+  registry_kafka.py produce-keyed BOOTSTRAP REGISTRY TOPIC KEY_SCHEMA_FILE < changes.jsonl
+      Writes each line {"key": ..., "value": ...} with the key as an Avro record
+      (AvroSerializer, subject TOPIC-key) and the value as JSON text, or no value for null (a
+      tombstone), to partition 0.
   registry_kafka.py json-produce BOOTSTRAP REGISTRY TOPIC SCHEMA_FILE < records.jsonl
   registry_kafka.py json-decode REGISTRY TOPIC < values.hex
       The same with JSON Schema (JSONSerializer, JSONDeserializer: both validate each
@@ -54,6 +58,23 @@ def produce(bootstrap, registry, topic, schema_file, kind=AvroSerializer):
                 except BufferError:
                     producer.poll(0.1)
         producer.poll(0)
+    if producer.flush(60) != 0:
+        sys.exit("records not delivered")
+
+
+def produce_keyed(bootstrap, registry, topic, key_schema_file):
+    client = SchemaRegistryClient({"url": registry, "timeout": 30})
+    conf = {"auto.register.schemas": True, "subject.name.strategy.type": "TOPIC"}
+    with open(key_schema_file) as f:
+        serialize = AvroSerializer(client, f.read(), conf=conf)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    context = SerializationContext(topic, MessageField.KEY)
+    for line in sys.stdin:
+        if line.strip():
+            change = json.loads(line)
+            value = None if change["value"] is None else json.dumps(change["value"]).encode()
+            producer.produce(topic, key=serialize(change["key"], context), value=value,
+                             partition=0)
     if producer.flush(60) != 0:
         sys.exit("records not delivered")
 
@@ -129,7 +150,8 @@ def proto_decode(registry, topic):
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    commands = {"produce": produce, "register": register, "decode": decode,
+    commands = {"produce": produce, "produce-keyed": produce_keyed, "register": register,
+                "decode": decode,
                 "proto-produce": proto_produce, "proto-register": proto_register,
                 "proto-decode": proto_decode,
                 "json-produce": lambda *a: produce(*a, kind=JSONSerializer),

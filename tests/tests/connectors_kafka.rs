@@ -410,9 +410,8 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
     use std::sync::{mpsc, Mutex};
     use timely::dataflow::operators::capture::Capture;
     use timely::dataflow::operators::vec::Map;
-    use tributary_connectors::format::ValueDecoder;
     use tributary_connectors::kafka::{ChangelogDecoder, ChangelogRecord};
-    use tributary_connectors::{Format, KafkaSource, KafkaSourceConfig};
+    use tributary_connectors::{KafkaSource, KafkaSourceConfig};
     use tributary_operators::{Change, KeyBy, Keyed};
 
     let kafka = Kafka::shared();
@@ -450,7 +449,7 @@ fn a_compacted_topic_is_a_table_that_readings_see_as_of_their_time() {
     let registry: KafkaSource<ChangelogRecord<String>> = KafkaSource::with_decoder(
         "registry",
         &registry,
-        ChangelogDecoder(ValueDecoder::Text(Format::Json)),
+        ChangelogDecoder::new(&registry).expect("JSON values, UTF-8 keys"),
     )
     .expect("the registry topic exists");
     let mut readings = KafkaSourceConfig::new(kafka.address.clone(), &[&device_readings]);

@@ -351,3 +351,65 @@ fn a_sink_schema_missing_from_the_registry_is_refused_unless_auto_registered() {
     config.schema.as_mut().expect("schema").auto_register = false;
     KafkaSink::<Value>::new("out", &config).expect("found in the registry");
 }
+
+#[test]
+fn avro_keys_of_a_changelog_topic_decode_through_the_registry() {
+    use tributary_connectors::kafka::{ChangelogDecoder, ChangelogRecord};
+
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let topic = kafka.topic("avro-keys", 1);
+    let key_schema = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(
+        key_schema.path(),
+        r#"{"type": "record", "name": "DeviceKey", "namespace": "t",
+            "fields": [{"name": "device", "type": "string"}, {"name": "site", "type": "int"}]}"#,
+    )
+    .expect("key schema written");
+    let changes = [
+        r#"{"key": {"device": "dev-1", "site": 3}, "value": "boiler room"}"#,
+        r#"{"key": {"device": "dev-2", "site": 3}, "value": "roof"}"#,
+        r#"{"key": {"device": "dev-1", "site": 3}, "value": null}"#,
+    ];
+    let key_path = key_schema.path().to_str().expect("UTF-8");
+    registry_kafka_py(
+        &["produce-keyed", &kafka.address, &registry.url, &topic, key_path],
+        changes.join("\n").as_bytes(),
+    );
+    // A key that is not in the wire format.
+    kafka.produce(&topic, [(Some(b"dev-9".to_vec()), br#""cellar""#.to_vec())]);
+
+    let mut config = KafkaSourceConfig::new(kafka.address.clone(), &[&topic]);
+    config.bounded = true;
+    config.key_format = Some(Format::Avro);
+    let mut bad = config.clone();
+    bad.key_format = None;
+    bad.key_schema = Some(Box::default());
+    let error = ChangelogDecoder::new(&bad).err().expect("a key schema without a key format");
+    assert_eq!(error.key, "key_schema");
+    let error = ChangelogDecoder::new(&config).err().expect("Avro keys need a schema");
+    assert_eq!(error.key, "key_schema", "{error}");
+    config.key_schema = Some(Box::new(SchemaConfig {
+        registry: Some(RegistryConfig::new(&registry.url)),
+        ..SchemaConfig::default()
+    }));
+    let decoder = ChangelogDecoder::new(&config).expect("a decoder");
+    let source: KafkaSource<ChangelogRecord<String>> =
+        KafkaSource::with_decoder("keys", &config, decoder).expect("the topic exists");
+    let (records, dead) = support::oracle::read_with_dead_letters(source, 1);
+    let got: Vec<(String, Option<String>)> =
+        records.into_iter().map(|r| (r.key, r.value)).collect();
+    let one = r#"{"device":"dev-1","site":3}"#.to_owned();
+    let two = r#"{"device":"dev-2","site":3}"#.to_owned();
+    assert_eq!(
+        got,
+        vec![
+            (one.clone(), Some("boiler room".to_owned())),
+            (two, Some("roof".to_owned())),
+            (one, None),
+        ]
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, format!("{topic}/0@3"));
+    assert!(dead[0].1.starts_with("key: magic byte 0x64"), "{:?}", dead[0]);
+}

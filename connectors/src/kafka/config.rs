@@ -58,6 +58,15 @@ pub struct KafkaSourceConfig {
     /// records' writer schemas are looked up in.
     #[serde(default)]
     pub schema: Option<Box<SchemaConfig>>,
+    /// Changelog (table) sources: the format of record keys. By default a key is UTF-8 text;
+    /// with a format (and `key_schema` for Avro, Protobuf and JSON Schema, e.g. a registry)
+    /// the key is decoded, and a string key is itself while any other key (a Debezium key
+    /// record, say) is its compact JSON text.
+    #[serde(default)]
+    pub key_format: Option<Format>,
+    /// Where a schema-based `key_format` takes its schemas (as `schema` for values).
+    #[serde(default)]
+    pub key_schema: Option<Box<SchemaConfig>>,
     /// How far event time may go backwards within a partition before records count as late.
     #[serde(default)]
     pub max_out_of_orderness: Option<HumanDuration>,
@@ -108,6 +117,8 @@ impl KafkaSourceConfig {
             start: StartAt::default(),
             format: Format::Json,
             schema: None,
+            key_format: None,
+            key_schema: None,
             max_out_of_orderness: None,
             partition_idle_timeout: default_idle(),
             bounded: false,

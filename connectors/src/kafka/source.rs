@@ -94,12 +94,58 @@ impl<D> Timestamped for ChangelogRecord<D> {
     }
 }
 
-/// Decodes a changelog topic into [`ChangelogRecord`]s: the key as UTF-8, the value in the
-/// given format, a record without a value as a deletion, the Kafka timestamp as event time.
-/// A record without a key, with a key that is not UTF-8, without a timestamp or with a value
-/// that does not decode is an error (a dead letter).
+/// Decodes a changelog topic into [`ChangelogRecord`]s: the key as UTF-8 (or in the source's
+/// `key_format`), the value in the given format, a record without a value as a deletion, the
+/// Kafka timestamp as event time. A record without a key, with a key that is not UTF-8 or does
+/// not decode, without a timestamp or with a value that does not decode is an error (a dead
+/// letter).
 #[derive(Clone)]
-pub struct ChangelogDecoder(pub ValueDecoder);
+pub struct ChangelogDecoder {
+    value: ValueDecoder,
+    /// `None`: keys are UTF-8 text.
+    key: Option<ValueDecoder>,
+}
+
+impl ChangelogDecoder {
+    /// The decoder of a source's `format`/`schema` and `key_format`/`key_schema` (config keys
+    /// relative to the source's table).
+    pub fn new(config: &KafkaSourceConfig) -> Result<Self, ConfigError> {
+        let value = ValueDecoder::new(config.format, config.schema.as_deref())?;
+        let key = config
+            .key_format
+            .map(|format| ValueDecoder::new(format, config.key_schema.as_deref()))
+            .transpose()
+            .map_err(|mut e| {
+                // The value's keys (`schema…`) are the key's `key_schema…`.
+                e.key = format!("key_{}", e.key);
+                e
+            })?;
+        if key.is_none() && config.key_schema.is_some() {
+            return Err(ConfigError::new("key_schema", "set `key_format` too"));
+        }
+        Ok(ChangelogDecoder { value, key })
+    }
+
+    /// A decoder of values with `value`, of keys as UTF-8 text.
+    pub fn utf8_keys(value: ValueDecoder) -> Self {
+        ChangelogDecoder { value, key: None }
+    }
+
+    fn key(&mut self, key: &[u8]) -> std::result::Result<String, DecodeError> {
+        let Some(decoder) = &mut self.key else {
+            let key = std::str::from_utf8(key).map_err(|e| format!("key is not UTF-8: {e}"))?;
+            return Ok(key.to_owned());
+        };
+        let with_context = |e: DecodeError| match e {
+            DecodeError::Invalid(reason) => DecodeError::Invalid(format!("key: {reason}")),
+            unavailable => unavailable,
+        };
+        match decoder.decode::<serde_json::Value>(key).map_err(with_context)? {
+            serde_json::Value::String(text) => Ok(text),
+            other => Ok(other.to_string()),
+        }
+    }
+}
 
 impl<D: DeserializeOwned> Decode<ChangelogRecord<D>> for ChangelogDecoder {
     fn decode(
@@ -107,13 +153,13 @@ impl<D: DeserializeOwned> Decode<ChangelogRecord<D>> for ChangelogDecoder {
         record: RawRecord<'_>,
     ) -> std::result::Result<ChangelogRecord<D>, DecodeError> {
         let key = record.key.ok_or("a changelog record needs a key")?;
-        let key = std::str::from_utf8(key).map_err(|e| format!("key is not UTF-8: {e}"))?;
+        let key = self.key(key)?;
         let ts = record.timestamp.ok_or("a changelog record needs a Kafka timestamp")?;
         let value = match record.payload {
             None | Some([]) => None,
-            Some(value) => Some(self.0.decode(value)?),
+            Some(value) => Some(self.value.decode(value)?),
         };
-        Ok(ChangelogRecord { key: key.to_owned(), value, ts })
+        Ok(ChangelogRecord { key, value, ts })
     }
 }
 
@@ -866,7 +912,7 @@ mod tests {
             partition: 0,
             offset: 0,
         };
-        let mut d = ChangelogDecoder(ValueDecoder::Text(Format::Json));
+        let mut d = ChangelogDecoder::utf8_keys(ValueDecoder::Text(Format::Json));
         let mut decode = |r| Decode::<ChangelogRecord<u32>>::decode(&mut d, r);
         let upsert = decode(raw(Some(b"dev-1"), Some(b"7"), Some(5))).expect("an upsert");
         assert_eq!(upsert, ChangelogRecord { key: "dev-1".into(), value: Some(7), ts: 5 });

@@ -37,8 +37,10 @@ pub(super) enum Error {
     /// The bytes are not a well-formed message in canonical order: [`decode`] starts again
     /// through `DynamicMessage`, which reads any order and says what is wrong.
     Irregular,
-    /// What is wrong, for a dead letter.
-    Message(String),
+    /// What is wrong, for a dead letter. Boxed so that the error is one pointer and every
+    /// per-field `Result` stays small (worth about 10 % of the decode rate here).
+    #[allow(clippy::box_collection)]
+    Message(Box<String>),
 }
 
 impl fmt::Display for Error {
@@ -54,13 +56,13 @@ impl std::error::Error for Error {}
 
 impl de::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Error::Message(msg.to_string())
+        Error::Message(Box::new(msg.to_string()))
     }
 }
 
 impl From<String> for Error {
     fn from(message: String) -> Self {
-        Error::Message(message)
+        Error::Message(Box::new(message))
     }
 }
 
@@ -69,7 +71,7 @@ impl From<String> for Error {
 pub(super) fn decode<D: DeserializeOwned>(plan: &Plan, bytes: &[u8]) -> Result<D, String> {
     match D::deserialize(MessageDe { plan, bytes }) {
         Ok(record) => Ok(record),
-        Err(Error::Message(m)) => Err(m),
+        Err(Error::Message(m)) => Err(*m),
         Err(Error::Irregular) => {
             let value = through_json(&plan.descriptor, bytes).map_err(|e| e.to_string())?;
             D::deserialize(value).map_err(|e| e.to_string())
@@ -302,9 +304,9 @@ fn default_of(kind: &ValueKind, value: &Value) -> Default {
 }
 
 /// Reads the value of `wire_type` at the front of `bytes`.
-#[inline]
 ///
 /// Malformed bytes are [`Error::Irregular`]: the `DynamicMessage` path says what is wrong.
+#[inline(always)]
 fn raw<'a>(bytes: &mut &'a [u8], wire_type: WireType) -> Result<Raw<'a>, Error> {
     let short = || Error::Irregular;
     match wire_type {
@@ -336,14 +338,14 @@ pub(super) fn through_json(
     bytes: &[u8],
 ) -> Result<serde_json::Value, Error> {
     let message = DynamicMessage::decode(descriptor.clone(), bytes)
-        .map_err(|e| Error::Message(format!("not a {} message: {e}", descriptor.full_name())))?;
+        .map_err(|e| Error::from(format!("not a {} message: {e}", descriptor.full_name())))?;
     message
         .serialize_with_options(serde_json::value::Serializer, &TO_SERDE)
-        .map_err(|e| Error::Message(e.to_string()))
+        .map_err(|e| Error::from(e.to_string()))
 }
 
 fn json_error(e: serde_json::Error) -> Error {
-    Error::Message(e.to_string())
+    Error::from(e.to_string())
 }
 
 /// One message's bytes as a serde `Deserializer` (see the [module](self)).
@@ -408,7 +410,7 @@ struct Fields<'de, 'p> {
 
 impl<'de> Fields<'de, '_> {
     /// Reads the next occurrence of a known field into `peeked`, skipping unknown ones.
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self) -> Result<(), Error> {
         while !self.rest.is_empty() {
             let (number, wire_type) = decode_key(&mut self.rest).map_err(|_| Error::Irregular)?;
@@ -435,6 +437,7 @@ impl<'de> Fields<'de, '_> {
     }
 
     /// Takes the next occurrence if it is of the field at `position`.
+    #[inline(always)]
     fn take(&mut self, position: usize) -> Result<Option<Raw<'de>>, Error> {
         match self.peeked {
             Some((p, value)) if p == position => {
@@ -497,7 +500,7 @@ impl<'de> MapAccess<'de> for Fields<'de, '_> {
         };
         self.next += 1;
         value.map_err(|e| match e {
-            Error::Message(m) => Error::Message(format!("field `{}`: {m}", field.name)),
+            Error::Message(m) => format!("field `{}`: {m}", field.name).into(),
             irregular => irregular,
         })
     }
@@ -605,7 +608,7 @@ impl<'de> MapAccess<'de> for MapRun<'_, 'de, '_> {
         let raw = self
             .value
             .take()
-            .ok_or_else(|| Error::Message("a map value without its key".into()))?;
+            .ok_or_else(|| Error::from("a map value without its key".to_owned()))?;
         seed.deserialize(ValueDe { kind, raw, owned: None })
     }
 }
@@ -647,7 +650,7 @@ impl<'de, 'p> ValueDe<'de, 'p> {
             }
             _ => std::str::from_utf8(bytes)
                 .map(Ok)
-                .map_err(|e| Error::Message(format!("not UTF-8: {e}"))),
+                .map_err(|e| Error::from(format!("not UTF-8: {e}"))),
         }
     }
 }
@@ -672,7 +675,7 @@ impl<'de> Deserializer<'de> for ValueDe<'de, '_> {
             ValueKind::String => match (self.owned, self.raw) {
                 (None, Raw::Len(bytes)) => match std::str::from_utf8(bytes) {
                     Ok(s) => visitor.visit_borrowed_str(s),
-                    Err(e) => Err(Error::Message(format!("not UTF-8: {e}"))),
+                    Err(e) => Err(Error::from(format!("not UTF-8: {e}"))),
                 },
                 _ => visitor.visit_str(self.text()?.unwrap_or_default()),
             },
@@ -717,12 +720,12 @@ impl<'de> Deserializer<'de> for ValueDe<'de, '_> {
         match self.kind {
             ValueKind::String if self.owned.is_none() => {
                 let text = std::str::from_utf8(self.bytes())
-                    .map_err(|e| Error::Message(format!("not UTF-8: {e}")))?;
+                    .map_err(|e| Error::from(format!("not UTF-8: {e}")))?;
                 visitor.visit_enum(BorrowedStrDeserializer::new(text))
             }
             ValueKind::String | ValueKind::Enum(_) => match self.text()? {
                 Ok(text) => visitor.visit_enum(StrDeserializer::<Error>::new(text)),
-                Err(number) => Err(Error::Message(format!("enum number {number} has no name"))),
+                Err(number) => Err(Error::from(format!("enum number {number} has no name"))),
             },
             ValueKind::Message(plan) => {
                 MessageDe { plan, bytes: self.bytes() }.deserialize_enum(name, variants, visitor)
