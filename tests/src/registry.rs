@@ -31,7 +31,9 @@ impl SchemaRegistry {
         SHARED.get_or_init(SchemaRegistry::start)
     }
 
-    fn start() -> SchemaRegistry {
+    /// A registry of its own, for a test that stops it ([`SchemaRegistry::stop`]); dropped, it
+    /// stops too.
+    pub fn start() -> SchemaRegistry {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let install = Command::new(root.join("scripts/install-registry.sh"))
             .stderr(Stdio::inherit())
@@ -94,6 +96,13 @@ impl SchemaRegistry {
             url: format!("http://127.0.0.1:{http}/apis/ccompat/v7"),
             _dir: dir,
         }
+    }
+
+    /// Stops the registry and waits until it has: from then on its port refuses connections.
+    pub fn stop(mut self) {
+        // Closing the shell's standard input makes it kill Java and wait for it.
+        drop(self._process.stdin.take());
+        let _ = self._process.wait();
     }
 
     /// Sets the compatibility level of `subject` (`BACKWARD`, `FULL`, `NONE`...); Apicurio's

@@ -413,3 +413,54 @@ fn avro_keys_of_a_changelog_topic_decode_through_the_registry() {
     assert_eq!(dead[0].0, format!("{topic}/0@3"));
     assert!(dead[0].1.starts_with("key: magic byte 0x64"), "{:?}", dead[0]);
 }
+
+#[test]
+fn a_registry_that_stops_answering_mid_run_stops_the_job_instead_of_dead_lettering() {
+    use std::time::{Duration, Instant};
+    use tributary_runtime::HumanDuration;
+
+    let kafka = Kafka::shared();
+    // A registry of this test's own, stopped once the source has started.
+    let registry = SchemaRegistry::start();
+    let topic = kafka.topic("avro-outage", 1);
+    let trade = r#"{"id": 1, "symbol": "S", "venue": 0, "price": 1.5, "size": 2, "ts": 1000}"#;
+    let schema = repo("jobs/schemas/trade.avsc");
+    registry_kafka_py(
+        &["produce", &kafka.address, &registry.url, &topic, schema.to_str().expect("UTF-8")],
+        trade.as_bytes(),
+    );
+    let mut registry_config = RegistryConfig::new(&registry.url);
+    registry_config.retry_for = HumanDuration(Duration::from_secs(2));
+    registry_config.timeout = HumanDuration(Duration::from_secs(1));
+    let mut config = KafkaSourceConfig::new(kafka.address.clone(), &[&topic]);
+    config.bounded = true;
+    config.format = Format::Avro;
+    config.schema =
+        Some(Box::new(SchemaConfig { registry: Some(registry_config), ..SchemaConfig::default() }));
+    let source: KafkaSource<TradeV1> =
+        KafkaSource::new("outage", &config).expect("the registry answers at start-up");
+    registry.stop();
+
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dead_tx, dead_rx) = std::sync::mpsc::channel();
+    let (tx, dead_tx) = (std::sync::Mutex::new(tx), std::sync::Mutex::new(dead_tx));
+    let failure = support::oracle::try_execute(100, 1, move |flow| {
+        use timely::dataflow::operators::capture::Capture;
+        use timely::dataflow::operators::vec::Map;
+        let (records, dead) = flow.source_with_errors(&source);
+        records.capture_into(tx.lock().expect("not poisoned").clone());
+        dead.map(|d| d.reason).capture_into(dead_tx.lock().expect("not poisoned").clone());
+    });
+    // Not one dead letter: the record is good, the registry is away.
+    assert_eq!(support::oracle::messages(dead_rx), Vec::<String>::new());
+    let failure = failure.expect("the job fails").to_string();
+    assert!(
+        failure.contains(&format!("{topic}/0@0")) && failure.contains("is unavailable"),
+        "{failure}"
+    );
+    // Retried first (100, 200, 400, 800 ms apart: it gives up before a wait would overshoot
+    // `retry_for`), rather than failing on the first refused connection.
+    assert!(started.elapsed() >= Duration::from_millis(1500), "retried for most of `retry_for`");
+    assert_eq!(support::oracle::messages(rx), Vec::<TradeV1>::new());
+}

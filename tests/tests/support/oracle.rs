@@ -96,8 +96,21 @@ pub fn execute<F>(granularity: u64, workers: usize, build: F)
 where
     F: for<'a> Fn(&mut Flow<'a>) + Send + Sync + 'static,
 {
+    try_execute(granularity, workers, build);
+}
+
+/// [`execute`], returning the failure the job recorded (a source's error, say), if any.
+pub fn try_execute<F>(
+    granularity: u64,
+    workers: usize,
+    build: F,
+) -> Option<tributary_runtime::Error>
+where
+    F: for<'a> Fn(&mut Flow<'a>) + Send + Sync + 'static,
+{
     let context =
         JobContext::new("oracle", Granularity::from_millis(granularity).expect("positive"));
+    let state = Arc::clone(&context.state);
     let mut worker_config = timely::WorkerConfig::default();
     context.install(&mut worker_config);
     let config = timely::Config {
@@ -114,6 +127,7 @@ where
     .join()
     .into_iter()
     .for_each(|r| r.expect("no worker panicked"));
+    state.take_failure()
 }
 
 /// Runs `source` to its end on `workers` workers: its records, and its dead letters as
