@@ -19,6 +19,29 @@ fn schema_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/schemas/sensor-reading.schema.json")
 }
 
+/// Writes one reading to `topic` with Python's `JSONSerializer`: the reading and the record's
+/// value as written (the wire-format header, then the document).
+fn one_reading_from_python(
+    kafka: &Kafka,
+    registry: &SchemaRegistry,
+    topic: &str,
+) -> (SensorReading, Vec<u8>) {
+    let good = support::registry_readings(2)[1].clone();
+    let schema_file = schema_file();
+    registry_kafka_py(
+        &[
+            "json-produce",
+            &kafka.address,
+            &registry.url,
+            topic,
+            schema_file.to_str().expect("UTF-8"),
+        ],
+        serde_json::to_string(&good).expect("JSON").as_bytes(),
+    );
+    let written = kafka.records(topic, Isolation::ReadUncommitted)[0].1.clone().expect("a value");
+    (good, written)
+}
+
 #[test]
 fn readings_written_by_python_pass_through_a_job_and_read_back_equal() {
     let kafka = Kafka::shared();
@@ -59,6 +82,9 @@ fn readings_written_by_python_pass_through_a_job_and_read_back_equal() {
     let error = error.to_string();
     assert!(error.contains(&format!("not registered under subject `{output}-value`")), "{error}");
     schema.auto_register = true;
+    // Each document is checked against the schema before it is written, as Python checks it
+    // again when it reads.
+    schema.validate = true;
     sink.schema = Some(Box::new(schema));
     let sink: KafkaSink<SensorReading> = KafkaSink::new("js-out", &sink).expect("a sink");
 
@@ -73,19 +99,7 @@ fn unframed_avro_unknown_and_misshapen_records_are_dead_letters() {
     let kafka = Kafka::shared();
     let registry = SchemaRegistry::shared();
     let topic = kafka.topic("js-garbage", 1);
-    let good = support::registry_readings(2)[1].clone();
-    let schema_file = schema_file();
-    registry_kafka_py(
-        &[
-            "json-produce",
-            &kafka.address,
-            &registry.url,
-            &topic,
-            schema_file.to_str().expect("UTF-8"),
-        ],
-        serde_json::to_string(&good).expect("JSON").as_bytes(),
-    );
-    let written = kafka.records(&topic, Isolation::ReadUncommitted)[0].1.clone().expect("a value");
+    let (good, written) = one_reading_from_python(kafka, registry, &topic);
     // The same id, a document that is not a reading.
     let mut misshapen = written[..5].to_vec();
     misshapen.extend_from_slice(br#"{"device": "seven"}"#);
@@ -121,4 +135,38 @@ fn unframed_avro_unknown_and_misshapen_records_are_dead_letters() {
     assert!(dead[2].1.contains("unknown writer schema"), "{:?}", dead[2]);
     assert_eq!(dead[3].0, format!("{topic}/0@4"));
     assert!(dead[3].1.contains("is a AVRO schema, not JSON"), "{:?}", dead[3]);
+}
+
+#[test]
+fn with_validate_a_document_outside_its_writer_schema_is_a_dead_letter() {
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let topic = kafka.topic("js-validate", 1);
+    let (good, written) = one_reading_from_python(kafka, registry, &topic);
+    // A reading to the job's type (which ignores unknown fields), not to the schema (which
+    // allows no other properties).
+    let mut extra = serde_json::to_value(&good).expect("JSON");
+    extra["unit"] = "%".into();
+    let mut outside = written[..5].to_vec();
+    outside.extend_from_slice(extra.to_string().as_bytes());
+    kafka.produce(&topic, [(None, outside)]);
+
+    let read = |validate: bool| {
+        let mut config = KafkaSourceConfig::new(kafka.address.clone(), &[&topic]);
+        config.bounded = true;
+        config.schema = Some(Box::new(SchemaConfig {
+            registry: Some(RegistryConfig::new(&registry.url)),
+            validate,
+            ..SchemaConfig::default()
+        }));
+        let source: KafkaSource<SensorReading> = KafkaSource::new("js", &config).expect("a source");
+        support::oracle::read_with_dead_letters(source, 1)
+    };
+    let (records, dead) = read(false);
+    assert_eq!((records, dead), (vec![good.clone(), good.clone()], vec![]));
+    let (records, dead) = read(true);
+    assert_eq!(records, vec![good]);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, format!("{topic}/0@1"));
+    assert!(dead[0].1.contains("does not match its JSON schema at the document"), "{:?}", dead[0]);
 }

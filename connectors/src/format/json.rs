@@ -37,21 +37,54 @@ pub fn decode<D: DeserializeOwned>(bytes: &[u8]) -> Result<D, String> {
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
+/// A compiled JSON schema, checking documents against it.
+#[derive(Clone)]
+struct Check(Arc<jsonschema::Validator>);
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Check")
+    }
+}
+
+impl Check {
+    /// Compiles `text`; the error says why it is not a JSON schema.
+    fn compile(text: &str) -> Result<Check, String> {
+        let schema: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not a JSON schema: {e}"))?;
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| format!("not a valid JSON schema: {e}"))?;
+        Ok(Check(Arc::new(validator)))
+    }
+
+    /// Whether `document` matches; the error names the first place that does not.
+    fn check(&self, document: &serde_json::Value) -> Result<(), String> {
+        self.0.validate(document).map_err(|e| {
+            let path = e.instance_path().to_string();
+            let at = if path.is_empty() { "the document".to_owned() } else { format!("`{path}`") };
+            format!("does not match its JSON schema at {at}: {e}")
+        })
+    }
+}
+
 /// Decodes JSON Schema records of a registry: each record's writer schema id must be a JSON
 /// schema in the registry (else it is a dead letter); the document decodes into the job's
-/// type as plain JSON does, the type being the check of its shape.
-// todo(#25): validating documents against their writer schema (Confluent's deserialiser can).
+/// type as plain JSON does, the type being the check of its shape, and with `validate` is
+/// first checked against the writer schema (as Confluent's deserialiser can).
 #[derive(Debug, Clone)]
 pub struct JsonSchemaDecoder {
     registry: Arc<Registry>,
-    /// What this clone knows of writer schema ids: `Err` why records of one are dead letters.
-    known: FxHashMap<u32, Result<(), String>>,
+    validate: bool,
+    /// What this clone knows of writer schema ids: their checks (with `validate`), or why
+    /// records of one are dead letters.
+    known: FxHashMap<u32, Result<Option<Check>, String>>,
 }
 
 impl JsonSchemaDecoder {
-    /// A decoder of records whose schemas are in `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
-        JsonSchemaDecoder { registry, known: FxHashMap::default() }
+    /// A decoder of records whose schemas are in `registry`, checking each document against
+    /// its schema if `validate`.
+    pub fn new(registry: Arc<Registry>, validate: bool) -> Self {
+        JsonSchemaDecoder { registry, validate, known: FxHashMap::default() }
     }
 
     /// Decodes one framed record.
@@ -59,17 +92,35 @@ impl JsonSchemaDecoder {
         let (id, payload) = wire::split(bytes)?;
         let known = match self.known.entry(id) {
             Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(new) => new.insert(self.registry.writer_schema(id, JSON)?.map(drop)),
+            Entry::Vacant(new) => {
+                let schema = self.registry.writer_schema(id, JSON)?;
+                let check = schema.and_then(|s| match self.validate {
+                    true => Check::compile(&s.schema)
+                        .map(Some)
+                        .map_err(|e| format!("schema id {id} is {e}")),
+                    false => Ok(None),
+                });
+                new.insert(check)
+            }
         };
-        known.clone()?;
-        Ok(decode(payload).map_err(|e| format!("schema id {id}: {e}"))?)
+        let in_schema = |e: String| format!("schema id {id}: {e}");
+        match known.as_ref().map_err(Clone::clone)? {
+            None => Ok(decode(payload).map_err(in_schema)?),
+            Some(check) => {
+                let document: serde_json::Value = decode(payload).map_err(in_schema)?;
+                check.check(&document).map_err(in_schema)?;
+                Ok(D::deserialize(document).map_err(|e| in_schema(e.to_string()))?)
+            }
+        }
     }
 }
 
-/// Encodes records as JSON documents framed with the id of their JSON schema in a registry.
+/// Encodes records as JSON documents framed with the id of their JSON schema in a registry,
+/// with `validate` checking each against the schema first.
 #[derive(Debug)]
 pub struct JsonSchemaEncoder {
     id: u32,
+    check: Option<Check>,
 }
 
 impl JsonSchemaEncoder {
@@ -82,7 +133,7 @@ impl JsonSchemaEncoder {
         topic: &str,
     ) -> Result<Self, ConfigError> {
         let key = if config.file.is_some() { "schema.file" } else { "schema.inline" };
-        let id = match config.text()? {
+        let schema = match config.text()? {
             Some(text) => {
                 let schema: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| ConfigError::new(key, format!("not a JSON schema: {e}")))?;
@@ -98,23 +149,60 @@ impl JsonSchemaEncoder {
                         ));
                     }
                 }
-                config.output_schema(registry, topic, JSON, Some((&text, title)), key)?.id
+                config.output_schema(registry, topic, JSON, Some((&text, title)), key)?
             }
-            None => config.output_schema(registry, topic, JSON, None, key)?.id,
+            None => config.output_schema(registry, topic, JSON, None, key)?,
         };
-        Ok(JsonSchemaEncoder { id })
+        let check = config
+            .validate
+            .then(|| Check::compile(&schema.schema))
+            .transpose()
+            .map_err(|e| ConfigError::new(key, e))?;
+        Ok(JsonSchemaEncoder { id: schema.id, check })
     }
 
     /// Appends `record`, framed and encoded, to `buf`.
     pub fn encode<T: Serialize>(&self, record: &T, buf: &mut Vec<u8>) -> Result<(), String> {
         wire::frame(self.id, buf);
-        serde_json::to_writer(&mut *buf, record).map_err(|e| e.to_string())
+        match &self.check {
+            None => serde_json::to_writer(&mut *buf, record).map_err(|e| e.to_string()),
+            Some(check) => {
+                let document = serde_json::to_value(record).map_err(|e| e.to_string())?;
+                check.check(&document)?;
+                serde_json::to_writer(&mut *buf, &document).map_err(|e| e.to_string())
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_are_checked_against_their_schema() {
+        let schema = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../jobs/schemas/sensor-reading.schema.json"
+        ))
+        .unwrap();
+        let check = Check::compile(&schema).unwrap();
+        let reading = serde_json::json!({
+            "device": 7, "site": 1, "sensor": "humidity", "value": 0.5, "ts": 1000
+        });
+        assert_eq!(check.check(&reading), Ok(()));
+        let mut extra = reading.clone();
+        extra["unit"] = "%".into();
+        let error = check.check(&extra).unwrap_err();
+        assert!(error.starts_with("does not match its JSON schema at the document"), "{error}");
+        let mut wrong = reading;
+        wrong["sensor"] = "noise".into();
+        let error = check.check(&wrong).unwrap_err();
+        assert!(error.contains("at `/sensor`"), "{error}");
+        assert!(Check::compile("{").unwrap_err().starts_with("not a JSON schema"));
+        let error = Check::compile(r#"{"type": 12}"#).unwrap_err();
+        assert!(error.starts_with("not a valid JSON schema"), "{error}");
+    }
 
     #[test]
     fn errors_name_the_place_like_serde_json() {

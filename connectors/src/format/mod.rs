@@ -127,6 +127,12 @@ pub struct SchemaConfig {
     /// as in production setups where schemas are registered by a deployment step).
     #[serde(default)]
     pub auto_register: bool,
+    /// JSON Schema: check each document against its schema (sources: the record's writer
+    /// schema; sinks: the output schema): a source's document that does not match is a dead
+    /// letter, a sink's stops the job. Off by default: the job's type checks the shape of
+    /// what it reads.
+    #[serde(default)]
+    pub validate: bool,
 }
 
 impl SchemaConfig {
@@ -249,7 +255,9 @@ impl ValueDecoder {
     pub fn new(format: Format, schema: Option<&SchemaConfig>) -> Result<Self, ConfigError> {
         match format {
             Format::Json => match json_registry(schema)? {
-                Some(registry) => Ok(ValueDecoder::JsonSchema(JsonSchemaDecoder::new(registry))),
+                Some((schema, registry)) => {
+                    Ok(ValueDecoder::JsonSchema(JsonSchemaDecoder::new(registry, schema.validate)))
+                }
                 None => Ok(ValueDecoder::Text(format)),
             },
             Format::Csv => Ok(ValueDecoder::Text(format)),
@@ -273,22 +281,36 @@ impl ValueDecoder {
     }
 }
 
-/// The registry of JSON Schema records, if the JSON format has a `schema` table (which then
-/// needs one).
-fn json_registry(schema: Option<&SchemaConfig>) -> Result<Option<Arc<Registry>>, ConfigError> {
+/// The `schema` table of JSON Schema records and its registry, if the JSON format has one
+/// (which then needs a registry).
+fn json_registry(
+    schema: Option<&SchemaConfig>,
+) -> Result<Option<(&SchemaConfig, Arc<Registry>)>, ConfigError> {
     let Some(schema) = schema else { return Ok(None) };
-    if schema.registry.is_none() || schema.message.is_some() {
-        return Err(ConfigError::new(
-            "schema",
-            "JSON takes a `schema` table only for JSON Schema records of a `registry`",
-        ));
-    }
-    schema.registry()
+    let registry = match schema.registry() {
+        Ok(Some(registry)) if schema.message.is_none() => registry,
+        Err(e) => return Err(e),
+        _ => {
+            return Err(ConfigError::new(
+                "schema",
+                "JSON takes a `schema` table only for JSON Schema records of a `registry`",
+            ))
+        }
+    };
+    Ok(Some((schema, registry)))
 }
 
-/// The `schema` table a schema-based format needs.
+/// The `schema` table Avro and Protobuf need (without `validate`: decoding checks them).
 fn required(schema: Option<&SchemaConfig>) -> Result<&SchemaConfig, ConfigError> {
-    schema.ok_or_else(|| ConfigError::new("schema", "this format needs a `schema` table"))
+    let schema =
+        schema.ok_or_else(|| ConfigError::new("schema", "this format needs a `schema` table"))?;
+    if schema.validate {
+        return Err(ConfigError::new(
+            "schema.validate",
+            "is for JSON Schema records; Avro and Protobuf records are checked by decoding",
+        ));
+    }
+    Ok(schema)
 }
 
 /// One CSV record (no header), fields in declaration order.
@@ -325,8 +347,7 @@ impl Encoder {
     ) -> Result<Self, ConfigError> {
         match format {
             Format::Json => match json_registry(schema)? {
-                Some(registry) => {
-                    let schema = required(schema)?;
+                Some((schema, registry)) => {
                     let encoder = JsonSchemaEncoder::new(schema, &registry, topic)?;
                     Ok(Encoder::JsonSchema(Arc::new(encoder)))
                 }
