@@ -464,3 +464,85 @@ fn a_registry_that_stops_answering_mid_run_stops_the_job_instead_of_dead_letteri
     assert!(started.elapsed() >= Duration::from_millis(1500), "retried for most of `retry_for`");
     assert_eq!(support::oracle::messages(rx), Vec::<TradeV1>::new());
 }
+
+#[test]
+fn a_sink_writes_avro_keys_that_python_and_a_changelog_source_read_back() {
+    use tributary_connectors::kafka::{ChangelogDecoder, ChangelogRecord};
+
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let input = kafka.topic("avro-keys-in", 1);
+    let output = kafka.topic("avro-keys-out", 1);
+    let trades: Vec<TradeV1> = (0..12u64)
+        .map(|n| TradeV1 {
+            id: n,
+            symbol: format!("SYM{}", n % 3),
+            venue: 0,
+            price: 10.0 + n as f64,
+            size: 1,
+            ts: 1_767_225_600_000 + n,
+        })
+        .collect();
+    let json: Vec<String> =
+        trades.iter().map(|t| serde_json::to_string(t).expect("JSON")).collect();
+    let schema = repo("jobs/schemas/trade.avsc");
+    registry_kafka_py(
+        &["produce", &kafka.address, &registry.url, &input, schema.to_str().expect("UTF-8")],
+        json.join("\n").as_bytes(),
+    );
+
+    let mut source = KafkaSourceConfig::new(kafka.address.clone(), &[&input]);
+    source.bounded = true;
+    source.format = Format::Avro;
+    source.schema = Some(Box::new(with_registry(registry, None)));
+    let source: KafkaSource<TradeV1> = KafkaSource::new("trades", &source).expect("a source");
+    let mut sink = KafkaSinkConfig::new(kafka.address.clone(), output.clone());
+    sink.format = Format::Avro;
+    let value_schema = std::fs::read_to_string(&schema).expect("trade.avsc");
+    sink.schema = Some(Box::new(SchemaConfig {
+        auto_register: true,
+        ..with_registry(registry, Some(value_schema))
+    }));
+    sink.key_format = Some(Format::Avro);
+    sink.key_schema = Some(Box::new(SchemaConfig {
+        auto_register: true,
+        ..with_registry(registry, Some(r#""string""#.into()))
+    }));
+    let sink: KafkaSink<TradeV1> = KafkaSink::new("keyed", &sink)
+        .expect("a sink")
+        .keyed(|t: &TradeV1| Some(t.symbol.clone().into_bytes()));
+    support::oracle::execute(100, 1, move |flow| {
+        use tributary_runtime::SinkExt;
+        flow.source(&source).sink_to(&sink);
+    });
+
+    // Confluent's deserialiser reads the keys (by their ids, registered under `<topic>-key`).
+    let records = kafka.records(&output, Isolation::ReadCommitted);
+    let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let keys: String =
+        records.iter().map(|(k, _)| hex(k.as_deref().expect("a key")) + "\n").collect();
+    let decoded = registry_kafka_py(&["decode", &registry.url, &output], keys.as_bytes());
+    let mut got: Vec<String> =
+        decoded.lines().map(|l| serde_json::from_str(l).expect("a string key")).collect();
+    let mut want: Vec<String> = trades.iter().map(|t| t.symbol.clone()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+
+    // And a changelog source with Avro keys: each symbol's latest trade.
+    let mut table = KafkaSourceConfig::new(kafka.address.clone(), &[&output]);
+    table.bounded = true;
+    table.format = Format::Avro;
+    table.schema = Some(Box::new(with_registry(registry, None)));
+    table.key_format = Some(Format::Avro);
+    table.key_schema = Some(Box::new(with_registry(registry, None)));
+    let decoder = ChangelogDecoder::new(&table).expect("a decoder");
+    let table: KafkaSource<ChangelogRecord<TradeV1>> =
+        KafkaSource::with_decoder("table", &table, decoder).expect("a source");
+    let (changes, dead) = support::oracle::read_with_dead_letters(table, 1);
+    assert_eq!(dead, vec![]);
+    let keyed: Vec<(String, u64)> =
+        changes.into_iter().map(|c| (c.key, c.value.expect("a trade").id)).collect();
+    let want: Vec<(String, u64)> = trades.iter().map(|t| (t.symbol.clone(), t.id)).collect();
+    assert_eq!(keyed, want, "keys and values in the order written");
+}

@@ -26,8 +26,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tributary_runtime::ConfigError;
 
-use super::registry::Registry;
-use super::{wire, DecodeError, SchemaConfig};
+use super::registry::{Part, Registry};
+use super::{wire, DecodeError, SchemaConfig, SubjectStrategy};
 
 /// The registry's name of Avro schemas.
 const AVRO: &str = "AVRO";
@@ -242,6 +242,11 @@ impl AvroEncoder {
     /// the sink's table). With a registry: the given schema's id under its subject (which
     /// `auto_register` registers if needed), or the subject's latest schema.
     pub fn new(config: &SchemaConfig, topic: &str) -> Result<Self, ConfigError> {
+        AvroEncoder::for_part(config, (topic, Part::Value))
+    }
+
+    /// [`AvroEncoder::new`] for the `part` (key or value) of the records of a topic.
+    pub fn for_part(config: &SchemaConfig, target: (&str, Part)) -> Result<Self, ConfigError> {
         let key = if config.file.is_some() { "schema.file" } else { "schema.inline" };
         let text = config.text()?;
         let given = text.as_deref().map(|t| parse(t, key)).transpose()?;
@@ -256,13 +261,13 @@ impl AvroEncoder {
             }
             (Some(registry), Some(schema)) => {
                 let canonical = schema.canonical_form();
-                let name = full_name(&schema, key)?;
+                let name = full_name(&schema, config, key)?;
                 let given = (canonical.as_str(), name.as_str());
-                let id = config.output_schema(&registry, topic, AVRO, Some(given), key)?.id;
+                let id = config.output_schema(&registry, target, AVRO, Some(given), key)?.id;
                 (schema, Some(id))
             }
             (Some(registry), None) => {
-                let latest = config.output_schema(&registry, topic, AVRO, None, key)?;
+                let latest = config.output_schema(&registry, target, AVRO, None, key)?;
                 (parse(&latest.schema, "schema.subject")?, Some(latest.id))
             }
         };
@@ -353,13 +358,27 @@ fn unsigned_to_long(value: &mut Value, schema: &Schema) {
     }
 }
 
-/// The full name of a named schema (a record, enum or fixed), for subject strategies.
-fn full_name(schema: &Schema, key: &str) -> Result<String, ConfigError> {
-    match schema {
-        Schema::Record(r) => Ok(r.name.fullname(None)),
-        Schema::Enum(e) => Ok(e.name.fullname(None)),
-        Schema::Fixed(f) => Ok(f.name.fullname(None)),
-        _ => Err(ConfigError::new(key, "the schema of a record value must be a named type")),
+/// The full name of a named schema (a record, enum or fixed), for subject strategies. An
+/// unnamed schema (the `"string"` of keys, say) has none, which only the record-name
+/// strategies (without a `subject`) refuse.
+fn full_name(schema: &Schema, config: &SchemaConfig, key: &str) -> Result<String, ConfigError> {
+    let named = match schema {
+        Schema::Record(r) => Some(&r.name),
+        Schema::Enum(e) => Some(&e.name),
+        Schema::Fixed(f) => Some(&f.name),
+        _ => None,
+    };
+    match named {
+        Some(name) => Ok(name.fullname(None)),
+        None if config.subject.is_some()
+            || config.subject_strategy == SubjectStrategy::TopicName =>
+        {
+            Ok(String::new())
+        }
+        None => Err(ConfigError::new(
+            key,
+            "the record-name strategies need a named schema (a record, enum or fixed)",
+        )),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tributary_runtime::ConfigError;
 
-use super::registry::Registry;
+use super::registry::{Part, Registry};
 use super::{wire, DecodeError, SchemaConfig};
 
 /// The registry's name of JSON Schema schemas.
@@ -124,13 +124,13 @@ pub struct JsonSchemaEncoder {
 }
 
 impl JsonSchemaEncoder {
-    /// The encoder of records for `topic`: the schema `config` gives (`file` or `inline`,
+    /// The encoder of the part (key or value) of records for a topic: the schema `config` gives (`file` or `inline`,
     /// looked up under its subject and registered if `auto_register`; its `title` is the
     /// record name of the record-name strategies), or the subject's latest JSON schema.
     pub fn new(
         config: &SchemaConfig,
         registry: &Registry,
-        topic: &str,
+        target: (&str, Part),
     ) -> Result<Self, ConfigError> {
         let key = if config.file.is_some() { "schema.file" } else { "schema.inline" };
         let schema = match config.text()? {
@@ -149,9 +149,9 @@ impl JsonSchemaEncoder {
                         ));
                     }
                 }
-                config.output_schema(registry, topic, JSON, Some((&text, title)), key)?
+                config.output_schema(registry, target, JSON, Some((&text, title)), key)?
             }
-            None => config.output_schema(registry, topic, JSON, None, key)?,
+            None => config.output_schema(registry, target, JSON, None, key)?,
         };
         let check = config
             .validate

@@ -22,7 +22,9 @@ use tributary_runtime::ConfigError;
 pub use avro::{AvroDecoder, AvroEncoder};
 pub use json::{JsonSchemaDecoder, JsonSchemaEncoder};
 pub use protobuf::{ProtobufDecoder, ProtobufEncoder};
-pub use registry::{RegisteredSchema, Registry, RegistryConfig, RegistryError, SubjectStrategy};
+pub use registry::{
+    Part, RegisteredSchema, Registry, RegistryConfig, RegistryError, SubjectStrategy,
+};
 
 /// A record format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -149,14 +151,15 @@ impl SchemaConfig {
         }
     }
 
-    /// The registered schema a sink writes with: `given` (its text and the record name the
-    /// record-name strategies use), looked up under its subject and registered there first if
-    /// `auto_register`; or, without one, the latest schema of `subject` (by default
-    /// `<topic>-value`). `key` names where the given schema came from.
+    /// The registered schema a sink writes the `part` of its records with: `given` (its text
+    /// and the record name the record-name strategies use), looked up under its subject and
+    /// registered there first if `auto_register`; or, without one, the latest schema of
+    /// `subject` (by default `<topic>-value` or `<topic>-key`). `key` names where the given
+    /// schema came from.
     pub(crate) fn output_schema(
         &self,
         registry: &Registry,
-        topic: &str,
+        (topic, part): (&str, Part),
         schema_type: &str,
         given: Option<(&str, &str)>,
         key: &str,
@@ -165,7 +168,7 @@ impl SchemaConfig {
         let Some((text, record)) = given else {
             let subject = match (&self.subject, self.subject_strategy) {
                 (Some(subject), _) => subject.clone(),
-                (None, SubjectStrategy::TopicName) => format!("{topic}-value"),
+                (None, SubjectStrategy::TopicName) => format!("{topic}-{}", part.name()),
                 (None, _) => {
                     return Err(ConfigError::new(
                         "schema.subject",
@@ -183,8 +186,10 @@ impl SchemaConfig {
             }
             return Ok(latest);
         };
-        let subject =
-            self.subject.clone().unwrap_or_else(|| self.subject_strategy.subject(topic, record));
+        let subject = self
+            .subject
+            .clone()
+            .unwrap_or_else(|| self.subject_strategy.subject(topic, record, part));
         let id = match registry.lookup(&subject, text, schema_type).map_err(failed)? {
             Some(id) => id,
             None if self.auto_register => {
@@ -338,25 +343,41 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    /// The encoder of `format` for records of `topic` (with `schema` for Avro and Protobuf); keys are
-    /// relative to the table.
+    /// The encoder of `format` for the values of records of `topic` (with `schema` for Avro
+    /// and Protobuf); keys are relative to the table.
     pub fn new(
         format: Format,
         schema: Option<&SchemaConfig>,
         topic: &str,
     ) -> Result<Self, ConfigError> {
+        Encoder::for_part(format, schema, (topic, Part::Value))
+    }
+
+    /// The encoder of `format` for the `part` (key or value) of records of `topic`: with a
+    /// registry, schemas are under `<topic>-key` or `<topic>-value` by default. Protobuf keys
+    /// are refused (not supported yet).
+    pub fn for_part(
+        format: Format,
+        schema: Option<&SchemaConfig>,
+        (topic, part): (&str, Part),
+    ) -> Result<Self, ConfigError> {
         match format {
             Format::Json => match json_registry(schema)? {
                 Some((schema, registry)) => {
-                    let encoder = JsonSchemaEncoder::new(schema, &registry, topic)?;
+                    let encoder = JsonSchemaEncoder::new(schema, &registry, (topic, part))?;
                     Ok(Encoder::JsonSchema(Arc::new(encoder)))
                 }
                 None => Ok(Encoder::Text(format)),
             },
             Format::Csv => Ok(Encoder::Text(format)),
             Format::Avro => {
-                Ok(Encoder::Avro(Arc::new(AvroEncoder::new(required(schema)?, topic)?)))
+                let encoder = AvroEncoder::for_part(required(schema)?, (topic, part))?;
+                Ok(Encoder::Avro(Arc::new(encoder)))
             }
+            Format::Protobuf if part == Part::Key => Err(ConfigError::new(
+                "format",
+                "Protobuf keys are not supported yet (todo(#25)): use avro, json or text keys",
+            )),
             Format::Protobuf => {
                 Ok(Encoder::Protobuf(Arc::new(ProtobufEncoder::new(required(schema)?, topic)?)))
             }

@@ -84,11 +84,30 @@ impl RegistryConfig {
     }
 }
 
+/// Which part of a Kafka record a schema is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The record key.
+    Key,
+    /// The record value.
+    Value,
+}
+
+impl Part {
+    /// `key` or `value`, as subjects name them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Key => "key",
+            Part::Value => "value",
+        }
+    }
+}
+
 /// How a sink names the subject of its schema (Confluent's subject name strategies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SubjectStrategy {
-    /// `<topic>-value`: one schema (and its versions) per topic.
+    /// `<topic>-value` (`<topic>-key` for keys): one schema (and its versions) per topic.
     #[default]
     TopicName,
     /// The record's full name, e.g. `tributary.Candle`: one schema per type, on any topic.
@@ -98,10 +117,10 @@ pub enum SubjectStrategy {
 }
 
 impl SubjectStrategy {
-    /// The subject of values of `topic` whose schema's full name is `record`.
-    pub fn subject(self, topic: &str, record: &str) -> String {
+    /// The subject of the `part` of records of `topic` whose schema's full name is `record`.
+    pub fn subject(self, topic: &str, record: &str, part: Part) -> String {
         match self {
-            SubjectStrategy::TopicName => format!("{topic}-value"),
+            SubjectStrategy::TopicName => format!("{topic}-{}", part.name()),
             SubjectStrategy::RecordName => record.to_owned(),
             SubjectStrategy::TopicRecordName => format!("{topic}-{record}"),
         }
@@ -511,9 +530,11 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_strategies_and_are_encoded_for_paths() {
-        assert_eq!(SubjectStrategy::TopicName.subject("trades", "m.Trade"), "trades-value");
-        assert_eq!(SubjectStrategy::RecordName.subject("trades", "m.Trade"), "m.Trade");
-        assert_eq!(SubjectStrategy::TopicRecordName.subject("t", "m.Trade"), "t-m.Trade");
+        let value = Part::Value;
+        assert_eq!(SubjectStrategy::TopicName.subject("trades", "m.Trade", value), "trades-value");
+        assert_eq!(SubjectStrategy::TopicName.subject("trades", "m", Part::Key), "trades-key");
+        assert_eq!(SubjectStrategy::RecordName.subject("trades", "m.Trade", value), "m.Trade");
+        assert_eq!(SubjectStrategy::TopicRecordName.subject("t", "m.Trade", value), "t-m.Trade");
         assert_eq!(encode_path("a b/c:d-e.f"), "a%20b%2Fc%3Ad-e.f");
     }
 

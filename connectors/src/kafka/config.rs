@@ -160,6 +160,14 @@ pub struct KafkaSinkConfig {
     /// Keying.
     #[serde(default)]
     pub key: KeyMode,
+    /// The format keys are written in: by default the job's key bytes as they are; with a
+    /// format, the key (which must then be UTF-8 text) is written as a string in it, e.g.
+    /// `avro` with a registry `key_schema` of `"string"` under `<topic>-key`.
+    #[serde(default)]
+    pub key_format: Option<Format>,
+    /// The schema of the keys for a schema-based `key_format` (as `schema` for values).
+    #[serde(default)]
+    pub key_schema: Option<Box<SchemaConfig>>,
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd` (librdkafka's `compression.type`).
     #[serde(default = "default_compression")]
     pub compression: String,
@@ -212,6 +220,8 @@ impl KafkaSinkConfig {
             format: Format::Json,
             schema: None,
             key: KeyMode::Record,
+            key_format: None,
+            key_schema: None,
             compression: default_compression(),
             linger: default_linger(),
             delivery: Delivery::AtLeastOnce,

@@ -37,7 +37,7 @@ use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWrite
 
 use super::config::{Delivery, KafkaSinkConfig, KeyMode};
 use super::txn::{commit_prepared, Prepared};
-use crate::format::Encoder;
+use crate::format::{Encoder, Part};
 
 /// How long the sink waits for every record to be acknowledged at the end.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -59,6 +59,8 @@ pub struct KafkaSink<D> {
     name: String,
     config: KafkaSinkConfig,
     encoder: Encoder,
+    /// With `key_format`: how keys are written.
+    key_encoder: Option<Encoder>,
     key: Option<KeyFn<D>>,
     tombstone: Option<TombstoneFn<D>>,
 }
@@ -111,10 +113,26 @@ impl<D> KafkaSink<D> {
             ));
         }
         let encoder = Encoder::new(config.format, config.schema.as_deref(), &config.topic)?;
+        let key_encoder = config
+            .key_format
+            .map(|format| {
+                let target = (config.topic.as_str(), Part::Key);
+                Encoder::for_part(format, config.key_schema.as_deref(), target)
+            })
+            .transpose()
+            .map_err(|mut e| {
+                // The value's keys (`schema…`, `format`) are the key's `key_schema…`, `key_format`.
+                e.key = format!("key_{}", e.key);
+                e
+            })?;
+        if key_encoder.is_none() && config.key_schema.is_some() {
+            return Err(ConfigError::new("key_schema", "set `key_format` too"));
+        }
         Ok(KafkaSink {
             name: name.to_owned(),
             config: config.clone(),
             encoder,
+            key_encoder,
             key: None,
             tombstone: None,
         })
@@ -264,6 +282,7 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
             name: self.name.clone(),
             topic: self.config.topic.clone(),
             encoder: self.encoder.clone(),
+            key_encoder: self.key_encoder.clone(),
             key: match self.config.key {
                 KeyMode::Record => self.key.clone(),
                 KeyMode::None => None,
@@ -291,6 +310,7 @@ pub struct KafkaWriter<D> {
     name: String,
     topic: String,
     encoder: Encoder,
+    key_encoder: Option<Encoder>,
     key: Option<KeyFn<D>>,
     tombstone: Option<TombstoneFn<D>>,
     buf: Vec<u8>,
@@ -492,7 +512,9 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
         if records.is_empty() {
             return Ok(());
         }
-        let KafkaWriter { name, topic, encoder, key, tombstone, buf, mode, txns, .. } = self;
+        let KafkaWriter {
+            name, topic, encoder, key_encoder, key, tombstone, buf, mode, txns, ..
+        } = self;
         let mut bytes = 0;
         let result = (|| {
             // The producer the records go to.
@@ -513,6 +535,20 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
                     }
                 }
                 let key = key.as_ref().and_then(|k| k(&record));
+                let key = match (key, &*key_encoder) {
+                    (Some(key), Some(key_encoder)) => {
+                        let failed = |reason: String| Error::Sink {
+                            sink: name.clone(),
+                            reason: format!("key: {reason}"),
+                        };
+                        let text = String::from_utf8(key)
+                            .map_err(|e| failed(format!("not UTF-8 text: {e}")))?;
+                        let mut encoded = Vec::new();
+                        key_encoder.encode(&text, &mut encoded).map_err(failed)?;
+                        Some(encoded)
+                    }
+                    (key, _) => key,
+                };
                 bytes += key.as_ref().map_or(0, |k| k.len()) + if deletes { 0 } else { buf.len() };
                 let mut message = BaseRecord::to(topic);
                 if !deletes {

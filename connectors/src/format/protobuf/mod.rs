@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tributary_runtime::ConfigError;
 
-use super::registry::{RegisteredSchema, Registry};
+use super::registry::{Part, RegisteredSchema, Registry};
 use super::{wire, DecodeError, SchemaConfig};
 use de::Plan;
 
@@ -273,7 +273,8 @@ impl ProtobufEncoder {
                  it there and leave out `file`",
             ));
         }
-        let latest = config.output_schema(&registry, topic, PROTOBUF, None, "schema")?;
+        let latest =
+            config.output_schema(&registry, (topic, Part::Value), PROTOBUF, None, "schema")?;
         let subject = config.subject.clone().unwrap_or_else(|| format!("{topic}-value"));
         let file = file_of(&latest).map_err(|e| ConfigError::new("schema.subject", e))?;
         let descriptor = match &config.message {
