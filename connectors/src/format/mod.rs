@@ -305,6 +305,13 @@ fn json_registry(
     Ok(Some((schema, registry)))
 }
 
+/// A key format's error: the value format's keys (`format`, `schema…`) are the key's
+/// (`key_format`, `key_schema…`).
+pub(crate) fn for_keys(mut error: ConfigError) -> ConfigError {
+    error.key = format!("key_{}", error.key);
+    error
+}
+
 /// The `schema` table Avro and Protobuf need (without `validate`: decoding checks them).
 fn required(schema: Option<&SchemaConfig>) -> Result<&SchemaConfig, ConfigError> {
     let schema =

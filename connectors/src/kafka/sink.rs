@@ -120,11 +120,7 @@ impl<D> KafkaSink<D> {
                 Encoder::for_part(format, config.key_schema.as_deref(), target)
             })
             .transpose()
-            .map_err(|mut e| {
-                // The value's keys (`schema…`, `format`) are the key's `key_schema…`, `key_format`.
-                e.key = format!("key_{}", e.key);
-                e
-            })?;
+            .map_err(crate::format::for_keys)?;
         if key_encoder.is_none() && config.key_schema.is_some() {
             return Err(ConfigError::new("key_schema", "set `key_format` too"));
         }

@@ -115,11 +115,7 @@ impl ChangelogDecoder {
             .key_format
             .map(|format| ValueDecoder::new(format, config.key_schema.as_deref()))
             .transpose()
-            .map_err(|mut e| {
-                // The value's keys (`schema…`) are the key's `key_schema…`.
-                e.key = format!("key_{}", e.key);
-                e
-            })?;
+            .map_err(crate::format::for_keys)?;
         if key.is_none() && config.key_schema.is_some() {
             return Err(ConfigError::new("key_schema", "set `key_format` too"));
         }
