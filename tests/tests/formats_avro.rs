@@ -389,6 +389,12 @@ fn avro_keys_of_a_changelog_topic_decode_through_the_registry() {
     assert_eq!(error.key, "key_schema");
     let error = ChangelogDecoder::new(&config).err().expect("Avro keys need a schema");
     assert_eq!(error.key, "key_schema", "{error}");
+    // A source of values does not read keys: a key format there would be ignored, so it is an
+    // error.
+    let Err(error) = KafkaSource::<String>::new("values", &config) else {
+        panic!("a key format on a source of values")
+    };
+    assert_eq!(error.key, "key_format", "{error}");
     config.key_schema = Some(Box::new(SchemaConfig {
         registry: Some(RegistryConfig::new(&registry.url)),
         ..SchemaConfig::default()

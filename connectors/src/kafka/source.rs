@@ -211,8 +211,16 @@ pub struct KafkaSource<D> {
 }
 
 impl<D: DeserializeOwned> KafkaSource<D> {
-    /// A source decoding values in the configured format (JSON, CSV or Avro).
+    /// A source decoding values in the configured format (JSON, CSV, Avro or Protobuf); it
+    /// does not read keys, so a `key_format` is refused (tables read them:
+    /// [`ChangelogDecoder`]).
     pub fn new(name: &str, config: &KafkaSourceConfig) -> Result<Self, ConfigError> {
+        if config.key_format.is_some() || config.key_schema.is_some() {
+            return Err(ConfigError::new(
+                "key_format",
+                "this source reads record values only; keys are read by table (changelog) sources",
+            ));
+        }
         let decoder = ValueDecoder::new(config.format, config.schema.as_deref())?;
         Self::with_decoder(name, config, SerdeDecoder(decoder))
     }
