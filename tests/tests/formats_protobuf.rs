@@ -93,3 +93,46 @@ fn records_of_an_avro_schema_or_a_missing_message_are_dead_letters() {
     assert_eq!(dead[2].0, format!("{topic}/0@3"));
     assert!(dead[2].1.contains("is a AVRO schema, not PROTOBUF"), "{:?}", dead[2]);
 }
+
+#[test]
+fn iot_stats_on_protobuf_readings_through_the_registry_equal_the_json_run() {
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let readings = support::registry_readings(3000);
+    let json: Vec<String> =
+        readings.iter().map(|r| serde_json::to_string(r).expect("JSON")).collect();
+    let file = dir.path().join("readings.jsonl");
+    std::fs::write(&file, json.join("\n")).expect("readings written");
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = support::run_job("iot-stats", &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut lines: Vec<String> =
+            String::from_utf8(out.stdout).expect("UTF-8").lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let set = |k: &str, v: String| ["--set".to_owned(), format!("{k}={v}")];
+    let quoted = |v: &str| format!("\"{v}\"");
+    let input = format!(
+        "{{kind=\"file\", path={}, max_out_of_orderness=\"1s\"}}",
+        quoted(file.to_str().expect("UTF-8"))
+    );
+    let expected = run(&set("job.input", input));
+    assert!(expected.len() >= 7, "{expected:?}");
+
+    let topic = kafka.topic("pb-iot-readings", 2);
+    registry_kafka_py(
+        &["proto-produce", &kafka.address, &registry.url, &topic],
+        json.join("\n").as_bytes(),
+    );
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/config/iot-stats-protobuf.toml");
+    let mut args = vec!["--config".to_owned(), config.to_str().expect("UTF-8").to_owned()];
+    args.extend(set("job.input.brokers", quoted(&kafka.address)));
+    args.extend(set("job.input.topics", format!("[{}]", quoted(&topic))));
+    args.extend(set("job.input.bounded", "true".into()));
+    args.extend(set("job.input.schema.registry.url", quoted(&registry.url)));
+    assert_eq!(run(&args), expected, "the same statistics from Protobuf as from JSON lines");
+}
