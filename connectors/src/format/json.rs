@@ -124,9 +124,10 @@ pub struct JsonSchemaEncoder {
 }
 
 impl JsonSchemaEncoder {
-    /// The encoder of the part (key or value) of records for a topic: the schema `config` gives (`file` or `inline`,
-    /// looked up under its subject and registered if `auto_register`; its `title` is the
-    /// record name of the record-name strategies), or the subject's latest JSON schema.
+    /// The encoder of the part (key or value) of records for a topic: the schema `config`
+    /// gives (`file` or `inline`, looked up under its subject and registered if
+    /// `auto_register`; its `title` is the record name of the record-name strategies), or the
+    /// subject's latest JSON schema.
     pub fn new(
         config: &SchemaConfig,
         registry: &Registry,

@@ -3,6 +3,8 @@
 //! start with the path of their message in the schema's file: a count and that many indexes,
 //! zig-zag varints (a single 0 for the first message of the file).
 
+use std::borrow::Cow;
+
 /// The first byte of every framed record.
 pub const MAGIC: u8 = 0;
 /// The magic byte and the schema id.
@@ -43,12 +45,13 @@ pub fn frame(id: u32, buf: &mut Vec<u8>) {
 /// The longest message path accepted (nesting depth of the message in its file).
 const MAX_INDEXES: usize = 64;
 
-/// Splits a Protobuf payload into its message indexes and the message.
-pub fn split_indexes(payload: &[u8]) -> Result<(Vec<usize>, &[u8]), String> {
+/// Splits a Protobuf payload into its message indexes and the message. The usual case, the
+/// first message of the file (a single zero byte), allocates nothing.
+pub fn split_indexes(payload: &[u8]) -> Result<(Cow<'static, [usize]>, &[u8]), String> {
     let mut rest = payload;
     let count = zigzag(&mut rest)?;
     if count == 0 {
-        return Ok((vec![0], rest));
+        return Ok((Cow::Borrowed(&[0]), rest));
     }
     let count = usize::try_from(count).ok().filter(|&c| c <= MAX_INDEXES).ok_or_else(|| {
         format!("{count} message indexes: not a Protobuf record of the wire format")
@@ -58,7 +61,7 @@ pub fn split_indexes(payload: &[u8]) -> Result<(Vec<usize>, &[u8]), String> {
         let index = zigzag(&mut rest)?;
         indexes.push(usize::try_from(index).map_err(|_| format!("message index {index}"))?);
     }
-    Ok((indexes, rest))
+    Ok((Cow::Owned(indexes), rest))
 }
 
 /// Appends the message indexes `indexes` (a path from the file's messages) to `buf`.
@@ -118,10 +121,10 @@ mod tests {
             let mut buf = Vec::new();
             write_indexes(&indexes, &mut buf);
             buf.push(42);
-            assert_eq!(split_indexes(&buf), Ok((indexes, &[42][..])));
+            assert_eq!(split_indexes(&buf), Ok((indexes.into(), &[42][..])));
         }
         // Confluent's short form of [0], and [1] as count 1 (zig-zag 2), index 1 (2).
-        assert_eq!(split_indexes(&[0, 9]), Ok((vec![0], &[9][..])));
+        assert_eq!(split_indexes(&[0, 9]), Ok((vec![0].into(), &[9][..])));
         let mut buf = Vec::new();
         write_indexes(&[1], &mut buf);
         assert_eq!(buf, [2, 2]);

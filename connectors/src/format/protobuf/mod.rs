@@ -3,10 +3,10 @@
 //! A message is decoded straight from its bytes into the job's type ([`de`]), as its
 //! canonical JSON mapping would give it: the `.proto` field names, 64-bit integers as numbers
 //! and default values present (a proto3 zero is a field like any other). Encoding goes through
-//! the JSON mapping and a `DynamicMessage`. Descriptors come from a descriptor set file (`protoc --descriptor_set_out`,
-//! `buf build -o`) and `schema.message`, or, with a registry, from each record's writer
-//! schema id and message indexes: `.proto` text (compiled with `protox`) or a base64
-//! `FileDescriptorProto`, as Confluent's clients register them.
+//! the JSON mapping and a `DynamicMessage`. Descriptors come from a descriptor set file
+//! (`protoc --descriptor_set_out`, `buf build -o`) and `schema.message`, or, with a registry,
+//! from each record's writer schema id and message indexes: `.proto` text (compiled with
+//! `protox`) or a base64 `FileDescriptorProto`, as Confluent's clients register them.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -224,16 +224,18 @@ impl ProtobufDecoder {
         };
         let writer = writer.as_mut().map_err(|e| e.clone())?;
         let (indexes, message) = wire::split_indexes(payload)?;
-        let plan = match writer.plans.iter().find(|(i, _)| *i == indexes) {
-            Some((_, plan)) => plan,
+        let known = writer.plans.iter().position(|(i, _)| **i == *indexes);
+        let position = match known {
+            Some(position) => position,
             None => {
                 let descriptor = message_at(&writer.file, &indexes).ok_or_else(|| {
                     format!("schema id {id} has no message at indexes {indexes:?}")
                 })?;
-                writer.plans.push((indexes, Plan::new(&descriptor)));
-                &writer.plans.last().expect("just pushed").1
+                writer.plans.push((indexes.into_owned(), Plan::new(&descriptor)));
+                writer.plans.len() - 1
             }
         };
+        let plan = &writer.plans[position].1;
         Ok(de::decode(plan, message).map_err(|e| format!("schema id {id}: {e}"))?)
     }
 }
