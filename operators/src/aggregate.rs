@@ -58,6 +58,14 @@ pub trait Aggregator<V>: Clone + 'static {
     fn finish(&self, acc: &Self::Acc) -> Self::Out;
 }
 
+/// One key's accumulator in a checkpoint, with the revision of its next result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SavedKey<K, Acc> {
+    pub(crate) key: K,
+    pub(crate) acc: Acc,
+    pub(crate) revision: u32,
+}
+
 /// Counts records.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Count;

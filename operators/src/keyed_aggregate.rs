@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::marker::PhantomData;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
-use tributary_runtime::logging::activation;
-use tributary_runtime::{job_context, Checkpointer, Data, EventTime, Events, Time, Timestamped};
+use timely::dataflow::operators::Capability;
+use tributary_runtime::checkpoint::Restore;
+use tributary_runtime::stateful::{self, Emitter, KeyedState, UnaryState};
+use tributary_runtime::{Data, EventTime, Events, Time, Timestamped};
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, SavedKey};
 use crate::key_by::{key_hash, Keyed};
 use crate::window::aggregate::{combine, Partial, Waiting};
 use crate::window::Global;
@@ -76,88 +78,112 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
     pub fn aggregate<A: Aggregator<V>>(self, agg: A) -> Events<'scope, KeyedUpdate<K, A::Out>> {
         let (partials, _never_late) = combine(self.into_stream(), "global", Global, 0, agg.clone());
         let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
-        let scope = partials.scope();
-        let job = job_context(&scope);
-        let name = "keyed-aggregate";
-        let worker = scope.index();
-        partials.unary_frontier(exchange, name, move |_cap, info| {
-            let mut state: FxHashMap<K, (A::Acc, u32)> = FxHashMap::default();
-            let mut checkpointer = Checkpointer::register(&scope, name, &info.address);
-            if let Some(c) = &checkpointer {
-                match c.restore::<Vec<(K, (A::Acc, u32))>>() {
-                    Ok(Some(restore)) => state.extend(
-                        restore.states.into_iter().flatten().filter(|(k, _)| c.owns(key_hash(k))),
-                    ),
-                    Ok(None) => {}
-                    Err(error) => job.state.fail(error),
-                }
+        let state = KeyedAggregate {
+            keys: FxHashMap::default(),
+            pending: BTreeMap::new(),
+            changed: FxHashSet::default(),
+            agg,
+            record: PhantomData,
+        };
+        stateful::unary(partials, exchange, "keyed-aggregate", state).0
+    }
+}
+
+/// Each key's accumulator, emitted for every time whose records changed it.
+struct KeyedAggregate<K, V, A: Aggregator<V>> {
+    /// Each key's accumulator and the revision its next update carries.
+    keys: FxHashMap<K, (A::Acc, u32)>,
+    /// Partials wait here until the frontier passes their time, so that the update at a
+    /// time reflects exactly the records up to that time.
+    pending: Waiting<K, A::Acc>,
+    changed: FxHashSet<K>,
+    agg: A,
+    record: PhantomData<fn(&V)>,
+}
+
+/// The keyed aggregate's state in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct SavedKeys<K, Acc> {
+    keys: Vec<SavedKey<K, Acc>>,
+}
+
+impl<K, V, A> KeyedState for KeyedAggregate<K, V, A>
+where
+    K: Data + Hash + Eq,
+    V: 'static,
+    A: Aggregator<V>,
+{
+    type Output = KeyedUpdate<K, A::Out>;
+    type Saved = SavedKeys<K, A::Acc>;
+    const VERSION: u32 = 1;
+
+    fn restore(&mut self, restore: Restore<Self::Saved>, _initial: &Capability<Time>) {
+        let saved = restore.states.iter().flat_map(|s| &s.keys);
+        for SavedKey { key, acc, revision } in saved.filter(|s| restore.owns(key_hash(&s.key))) {
+            self.keys.insert(key.clone(), (acc.clone(), *revision));
+        }
+    }
+
+    /// Folds in the partials of the times the frontier has passed, emitting each changed key
+    /// once per time.
+    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
+        let mut updates = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            let time = *entry.key();
+            if time >= frontiers[0] {
+                break;
             }
-            // Partials wait here until the frontier passes their time, so that the update
-            // at a time reflects exactly the records up to that time.
-            let mut pending: Waiting<K, A::Acc> = BTreeMap::new();
-            let mut changed: FxHashSet<K> = FxHashSet::default();
-            move |(input, frontier), output| {
-                let _activation = activation(name, worker);
-                input.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return data.clear() };
-                    pending
-                        .entry(time)
-                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                        .1
-                        .append(data);
-                });
-                // Folds in the partials of the times the frontier has passed, below `limit`.
-                macro_rules! fold {
-                    ($limit:expr) => {
-                        while let Some(entry) = pending.first_entry() {
-                            let time = *entry.key();
-                            if frontier.less_equal(&time) || time >= $limit {
-                                break;
-                            }
-                            let (cap, partials) = entry.remove();
-                            for (key, _, partial) in partials {
-                                match state.get_mut(&key) {
-                                    Some((acc, _)) => agg.merge(acc, partial),
-                                    None => {
-                                        state.insert(key.clone(), (partial, 0));
-                                    }
-                                }
-                                changed.insert(key);
-                            }
-                            let mut session = output.session(&cap);
-                            for key in changed.drain() {
-                                let (acc, revision) =
-                                    state.get_mut(&key).expect("changed keys exist");
-                                session.give(KeyedUpdate {
-                                    key,
-                                    value: agg.finish(acc),
-                                    revision: *revision,
-                                    time,
-                                });
-                                *revision += 1;
-                            }
-                        }
-                    };
-                }
-                // A pending checkpoint sees the partials below its cut, and only those.
-                let cut = checkpointer.as_ref().and_then(|c| c.pending());
-                fold!(cut.unwrap_or(Time::MAX));
-                let Some(c) = checkpointer.as_mut() else { return };
-                let saving = cut.is_some_and(|cut| frontier.frontier().iter().all(|&f| f >= cut));
-                let ended = frontier.frontier().is_empty();
-                if saving || ended {
-                    let snapshot: Vec<_> =
-                        state.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                    let saved = if ended { c.finish(&snapshot) } else { c.save(&snapshot) };
-                    if let Err(error) = saved {
-                        job.state.fail(error);
-                    }
-                    if ended {
-                        checkpointer = None;
+            let (cap, partials) = entry.remove();
+            for (key, _, partial) in partials {
+                match self.keys.get_mut(&key) {
+                    Some((acc, _)) => self.agg.merge(acc, partial),
+                    None => {
+                        self.keys.insert(key.clone(), (partial, 0));
                     }
                 }
-                fold!(Time::MAX);
+                self.changed.insert(key);
             }
-        })
+            for key in self.changed.drain() {
+                let (acc, revision) = self.keys.get_mut(&key).expect("changed keys exist");
+                let value = self.agg.finish(acc);
+                updates.push(KeyedUpdate { key, value, revision: *revision, time });
+                *revision += 1;
+            }
+            output.give(&cap, &mut updates);
+        }
+    }
+
+    fn snapshot(&self) -> Self::Saved {
+        debug_assert!(self.pending.is_empty(), "partials below the cut left at a save");
+        let keys = self.keys.iter().map(|(key, (acc, revision))| SavedKey {
+            key: key.clone(),
+            acc: acc.clone(),
+            revision: *revision,
+        });
+        SavedKeys { keys: keys.collect() }
+    }
+
+    fn entries(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+impl<K, V, A> UnaryState for KeyedAggregate<K, V, A>
+where
+    K: Data + Hash + Eq,
+    V: 'static,
+    A: Aggregator<V>,
+{
+    type Input = Partial<K, A::Acc>;
+
+    fn absorb(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<Self::Input>,
+        _output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        let (_, partials) =
+            self.pending.entry(*cap.time()).or_insert_with(|| (cap.clone(), Vec::new()));
+        partials.append(data);
     }
 }

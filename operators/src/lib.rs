@@ -22,6 +22,6 @@ pub use join::{
 pub use key_by::{key_hash, KeyBy, Keyed};
 pub use keyed_aggregate::KeyedUpdate;
 pub use window::{
-    Global, SessionWindowed, Sliding, Tumbling, Window, WindowAssigner, WindowResult, Windowed,
-    WithLate,
+    Global, SessionWindowed, Sessions, Sliding, Tumbling, Window, WindowAssigner, WindowResult,
+    Windowed, Windowing, WithLate,
 };

@@ -20,6 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -37,7 +38,7 @@ use crate::time::Time;
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 1_000_000;
 
 /// How often a controller tells the others its counts, at most.
-const REPORT_EVERY: Duration = Duration::from_millis(5);
+const COUNTS_EVERY: Duration = Duration::from_millis(5);
 
 /// Records this worker pushed to other workers and pulled from them, as timely logged them
 /// (the log is flushed at the end of every worker step).
@@ -142,9 +143,18 @@ impl Drop for Running {
     }
 }
 
-/// One controller's report: `(worker, sent, received, running)`. Controllers keep reporting
-/// while a source runs anywhere, and stop once every worker has said it has none.
-type Report = (u32, i64, i64, bool);
+/// One controller's report. Controllers keep reporting while a source runs anywhere, and stop
+/// once every worker has said it has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Report {
+    worker: u32,
+    /// Records this worker has pushed to others.
+    sent: i64,
+    /// Records this worker has pulled from others.
+    received: i64,
+    /// Whether a source of this worker still runs.
+    running: bool,
+}
 
 /// Builds this worker's controller: shares `traffic` with the other workers' controllers so
 /// that `throttle` holds the sources while more than `limit` records are in flight.
@@ -180,21 +190,26 @@ pub(crate) fn build_controller(
         move |_frontiers| {
             input.for_each(|_, reports| {
                 for report in reports.drain(..) {
-                    heard[report.0 as usize] = Some(report);
+                    heard[report.worker as usize] = Some(report);
                 }
             });
             let Some(held) = cap.as_ref() else { return };
             let state = &throttle.0;
             let running = state.running.get() > 0;
             let counts = &traffic.counts;
-            let mine = (me as u32, counts.sent.get(), counts.received.get(), running);
+            let mine = Report {
+                worker: me as u32,
+                sent: counts.sent.get(),
+                received: counts.received.get(),
+                running,
+            };
             heard[me] = None;
-            let others: i64 = heard.iter().flatten().map(|r| r.1 - r.2).sum();
+            let others: i64 = heard.iter().flatten().map(|r| r.sent - r.received).sum();
             state.others.set(others);
             heard[me] = Some(mine);
             let now = Instant::now();
             if last.is_none_or(|(report, at)| {
-                report != mine && (now - at >= REPORT_EVERY || report.3 != mine.3)
+                report != mine && (now - at >= COUNTS_EVERY || report.running != mine.running)
             }) {
                 output.activate().session(held).give(mine);
                 last = Some((mine, now));
@@ -205,9 +220,9 @@ pub(crate) fn build_controller(
 
             // Reports change the counts themselves, so the last word is "not running", not a
             // final count.
-            let anyone_running = heard.iter().any(|r| r.is_none_or(|r| r.3));
-            if anyone_running || last.is_none_or(|(report, _)| report.3) {
-                activator.activate_after(REPORT_EVERY);
+            let anyone_running = heard.iter().any(|r| r.is_none_or(|r| r.running));
+            if anyone_running || last.is_none_or(|(report, _)| report.running) {
+                activator.activate_after(COUNTS_EVERY);
             } else {
                 if pauses > 0 {
                     tracing::info!(

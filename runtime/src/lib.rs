@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod serve;
 pub mod sink;
 pub mod source;
+pub mod stateful;
 pub mod status;
 pub mod time;
 

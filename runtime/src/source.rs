@@ -523,9 +523,14 @@ impl<'scope> Flow<'scope> {
     }
 }
 
-/// One source worker's report to its peers: `(worker, watermark, idle)`; a finished worker
-/// reports `Time::MAX`.
-pub(crate) type Status = (u32, Time, bool);
+/// One source worker's report to its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Status {
+    pub(crate) worker: u32,
+    /// The worker's watermark; `Time::MAX` once it has finished.
+    pub(crate) watermark: Time,
+    pub(crate) idle: bool,
+}
 
 /// The latest report of every worker of one source.
 #[derive(Default)]
@@ -535,7 +540,7 @@ pub(crate) struct Board {
 
 impl Board {
     fn update(&mut self, statuses: impl Iterator<Item = Status>) {
-        for (worker, watermark, idle) in statuses {
+        for Status { worker, watermark, idle } in statuses {
             let worker = worker as usize;
             if self.reports.len() <= worker {
                 self.reports.resize(worker + 1, None);
@@ -601,7 +606,7 @@ impl Caps {
 }
 
 /// How often a source worker reports its watermark to its peers, at most.
-const REPORT_EVERY: Duration = Duration::from_millis(20);
+const WATERMARK_EVERY: Duration = Duration::from_millis(20);
 /// How long a source worker paused by watermark alignment waits before it looks again.
 const ALIGNMENT_WAIT: Duration = Duration::from_millis(10);
 /// How long a source worker paused for a checkpoint waits before it looks again.
@@ -803,7 +808,7 @@ where
         self.watermark_lag.set(lag as f64 / 1e3);
         Ok(match poll {
             Poll::Ready => Poll::Ready,
-            Poll::Pending(wait) if self.idle => Poll::Pending(wait.min(REPORT_EVERY)),
+            Poll::Pending(wait) if self.idle => Poll::Pending(wait.min(WATERMARK_EVERY)),
             other => other,
         })
     }
@@ -826,7 +831,7 @@ where
                 }
             }
         }
-        if self.backlog_at.is_some_and(|at| now - at < crate::status::REPORT_EVERY) {
+        if self.backlog_at.is_some_and(|at| now - at < crate::status::STATUS_EVERY) {
             return;
         }
         self.backlog_at = Some(now);
@@ -848,7 +853,7 @@ where
     }
 
     /// Tells the peers this worker's watermark and idleness when they changed (at most every
-    /// [`REPORT_EVERY`]), or that it is finished.
+    /// [`WATERMARK_EVERY`]), or that it is finished.
     fn publish(
         &mut self,
         out: &mut OutputBuilder<Time, timely::container::CapacityContainerBuilder<Vec<Status>>>,
@@ -858,11 +863,12 @@ where
         let watermark = if done { Time::MAX } else { *self.caps.ok.time() };
         let now = Instant::now();
         let changed = self.reported.is_none_or(|(w, i, at)| {
-            (w != watermark || i != self.idle) && (done || now - at >= REPORT_EVERY)
+            (w != watermark || i != self.idle) && (done || now - at >= WATERMARK_EVERY)
         });
         if changed {
             self.reported = Some((watermark, self.idle, now));
-            let status = (self.ctx.worker_index as u32, watermark, self.idle);
+            let status =
+                Status { worker: self.ctx.worker_index as u32, watermark, idle: self.idle };
             out.activate().session(&self.caps.status).give(status);
         }
     }
@@ -959,11 +965,14 @@ mod tests {
     #[test]
     fn idle_workers_follow_the_highest_idle_watermark() {
         let mut board = Board::default();
-        board.update([(0, 9_900, true), (1, 0, true), (2, Time::MAX, false)].into_iter());
+        let status = |worker, watermark, idle| Status { worker, watermark, idle };
+        board.update(
+            [status(0, 9_900, true), status(1, 0, true), status(2, Time::MAX, false)].into_iter(),
+        );
         assert_eq!(board.active_minimum(Some(1), 3), None, "nobody active");
         assert_eq!(board.idle_maximum(1), Some(9_900));
         assert_eq!(board.idle_maximum(0), Some(0), "finished workers do not count");
-        board.update([(0, 9_900, false)].into_iter());
+        board.update([status(0, 9_900, false)].into_iter());
         assert_eq!(board.active_minimum(Some(1), 3), Some(9_900));
     }
 

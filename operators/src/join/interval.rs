@@ -13,27 +13,19 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
-use tributary_runtime::checkpoint::Stash;
-use tributary_runtime::logging::activation;
-use tributary_runtime::metrics as m;
-use tributary_runtime::status::StateGauge;
+use tributary_runtime::checkpoint::Restore;
+use tributary_runtime::stateful::{self, BinaryState, Emitter, KeyedState};
 use tributary_runtime::time::millis;
-use tributary_runtime::{
-    job_context, Checkpointer, Data, EventTime, Events, Granularity, Time, Timestamped,
-};
+use tributary_runtime::{job_context, Data, EventTime, Events, Granularity, Time, Timestamped};
 
 use super::{HeldCapabilities, Joined, Joins};
 use crate::key_by::{key_hash, Keyed};
-use crate::window::instrument;
 
 /// Two keyed streams and a relative interval, waiting for the join.
 pub struct IntervalJoin<'scope, K, L, R> {
@@ -161,11 +153,13 @@ impl<K: Hash + Eq + Clone, V> Side<K, V> {
     }
 
     /// Each key's stored records, for a checkpoint.
-    fn snapshot(&self) -> SideState<K, V>
+    fn snapshot(&self) -> SavedSide<K, V>
     where
         V: Clone,
     {
-        self.keys.iter().map(|(k, rows)| (k.clone(), rows.rows.clone())).collect()
+        SavedSide {
+            keys: self.keys.iter().map(|(k, rows)| (k.clone(), rows.rows.clone())).collect(),
+        }
     }
 
     /// Frees the rows whose expiry the other side's `frontier` has reached, passing each to
@@ -241,154 +235,21 @@ where
         let IntervalJoin { left, right, lower, upper, left_outer, lateness } = self;
         let (left, right) = (left.into_stream(), right.into_stream());
         let scope = left.scope();
-        let job = job_context(&scope);
-        let name = format!("interval[{lower}ms, {upper}ms]");
-        let (operator, late_dropped) = instrument(&scope, "interval-join", &name, m::LATE_DROPPED);
-
-        let mut builder = OperatorBuilder::new(operator.clone(), scope);
-        let mut left_in = builder.new_input(left, Exchange::new(|(k, _): &(K, L)| key_hash(k)));
-        let mut right_in = builder.new_input(right, Exchange::new(|(k, _): &(K, R)| key_hash(k)));
-        let (joined_out, joined) = builder.new_output();
-        let (late_left_out, late_left) = builder.new_output();
-        let (late_right_out, late_right) = builder.new_output();
-        let mut joined_out = OutputBuilder::from(joined_out);
-        let mut late_left_out = OutputBuilder::from(late_left_out);
-        let mut late_right_out = OutputBuilder::from(late_right_out);
-        let address = builder.operator_info().address;
-
-        let worker = scope.index();
-        builder.build(move |mut capabilities| {
-            let mut state = State {
-                lefts: Side::new(),
-                rights: Side::new(),
-                held: HeldCapabilities::new(),
-                bounds: Bounds { lower, upper, lateness, granularity: job.granularity },
-                left_outer,
-                later: Vec::new(),
-            };
-            let mut state_gauge =
-                StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
-            let mut checkpointer = Checkpointer::register(&scope, &operator, &address);
-            if let Some(c) = &checkpointer {
-                if let Err(error) = state.restore(c, &capabilities[0]) {
-                    job.state.fail(error);
-                }
-            }
-            capabilities.clear();
-            // Records at or after a pending checkpoint's cut, joined once the state is saved.
-            let mut stash_left: Stash<(K, L)> = Vec::new();
-            let mut stash_right: Stash<(K, R)> = Vec::new();
-            let mut too_late_left: Vec<(K, L)> = Vec::new();
-            let mut too_late_right: Vec<(K, R)> = Vec::new();
-            let mut results = Vec::new();
-            move |frontiers| {
-                let _activation = activation(&operator, worker);
-                let mut joined_out = joined_out.activate();
-                let mut late_left_out = late_left_out.activate();
-                let mut late_right_out = late_right_out.activate();
-                let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
-                    if !results.is_empty() {
-                        joined_out.session(cap).give_container(results);
-                        results.clear();
-                    }
-                };
-                // The pairs that must wait for a later time than the batch's `cap`.
-                macro_rules! emit_later {
-                    ($cap:expr) => {
-                        state.later.sort_by_key(|(time, _)| *time);
-                        let mut pairs = state.later.drain(..).peekable();
-                        while let Some((time, joined)) = pairs.next() {
-                            results.push(joined);
-                            if pairs.peek().is_none_or(|(next, _)| *next != time) {
-                                emit(&$cap.delayed(&time), &mut results);
-                            }
-                        }
-                    };
-                }
-                let cut = checkpointer.as_ref().and_then(|c| c.pending());
-
-                // Each side the same way: hold back batches at or after a pending cut (after
-                // splitting off the too-late records), join the others at once.
-                macro_rules! read {
-                    ($input:ident, $absorb:ident, $reach:ident, $stash:ident, $too_late:ident,
-                     $late_out:ident, $name:literal) => {
-                        $input.for_each(|cap, data| {
-                            let Some(held) = cap.retain_least(0) else { return data.clear() };
-                            let time = *held.time();
-                            if cut.is_some_and(|cut| time >= cut) {
-                                let reach = state.bounds.$reach();
-                                state.bounds.split_late(time, reach, data, &mut $too_late);
-                                $stash.push((held, std::mem::take(data)));
-                            } else {
-                                state.$absorb(&held, data, &mut $too_late, &mut results);
-                                emit(&held, &mut results);
-                                emit_later!(held);
-                            }
-                            if !$too_late.is_empty() {
-                                late_dropped.increment($too_late.len() as u64);
-                                tracing::debug!(operator = %operator, time, side = $name,
-                                    records = $too_late.len(), "records too late for the join");
-                                $late_out.session(&cap).give_container(&mut $too_late);
-                                $too_late.clear();
-                            }
-                        })
-                    };
-                }
-                read!(
-                    left_in,
-                    absorb_left,
-                    reach_left,
-                    stash_left,
-                    too_late_left,
-                    late_left_out,
-                    "left"
-                );
-                read!(
-                    right_in,
-                    absorb_right,
-                    reach_right,
-                    stash_right,
-                    too_late_right,
-                    late_right_out,
-                    "right"
-                );
-
-                let frontier = |i: usize| frontiers[i].frontier().first().copied();
-                let (left, right) =
-                    (frontier(0).unwrap_or(Time::MAX), frontier(1).unwrap_or(Time::MAX));
-                // While a cut is pending the operator acts as if the frontiers stood at it.
-                let limit = cut.unwrap_or(Time::MAX);
-                state.expire(left.min(limit), right.min(limit), &mut emit);
-                state_gauge.update(|| state.lefts.len() + state.rights.len());
-                let Some(c) = checkpointer.as_mut() else { return };
-                if let Some(cut) = cut.filter(|&cut| left >= cut && right >= cut) {
-                    state.lift(cut);
-                    if let Err(error) = c.save(&state.snapshot()) {
-                        job.state.fail(error);
-                    }
-                    // Stashed batches hold no too-late records any more.
-                    let mut none = Vec::new();
-                    for (held, mut data) in stash_left.drain(..) {
-                        state.absorb_left(&held, &mut data, &mut none, &mut results);
-                        emit(&held, &mut results);
-                        emit_later!(held);
-                    }
-                    let mut none = Vec::new();
-                    for (held, mut data) in stash_right.drain(..) {
-                        state.absorb_right(&held, &mut data, &mut none, &mut results);
-                        emit(&held, &mut results);
-                        emit_later!(held);
-                    }
-                    state.expire(left, right, &mut emit);
-                }
-                if frontiers.iter().all(|f| f.is_empty()) {
-                    if let Err(error) = c.finish(&state.snapshot()) {
-                        job.state.fail(error);
-                    }
-                    checkpointer = None;
-                }
-            }
-        });
+        let state = State {
+            lefts: Side::new(),
+            rights: Side::new(),
+            held: HeldCapabilities::new(),
+            bounds: Bounds { lower, upper, lateness, granularity: job_context(&scope).granularity },
+            left_outer,
+            later: Vec::new(),
+            results: Vec::new(),
+        };
+        let exchange = (
+            Exchange::new(|(k, _): &(K, L)| key_hash(k)),
+            Exchange::new(|(k, _): &(K, R)| key_hash(k)),
+        );
+        let name = format!("interval-join:interval[{lower}ms, {upper}ms]");
+        let (joined, late_left, late_right) = stateful::binary(left, right, exchange, &name, state);
         Joins { joined, late_left, late_right }
     }
 }
@@ -446,8 +307,18 @@ impl Bounds {
     }
 }
 
-/// One side's saved rows: each key's stored records.
-type SideState<K, V> = Vec<(K, Vec<Row<V>>)>;
+/// One side's stored records in a checkpoint, by key.
+#[derive(Serialize, Deserialize)]
+struct SavedSide<K, V> {
+    keys: Vec<(K, Vec<Row<V>>)>,
+}
+
+/// Both sides' stored records in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct SavedRows<K, L, R> {
+    lefts: SavedSide<K, L>,
+    rights: SavedSide<K, R>,
+}
 
 /// The stored records of both sides on one worker.
 struct State<K, L, R> {
@@ -460,6 +331,8 @@ struct State<K, L, R> {
     /// Pairs whose stored record was read at a later timely time than the batch that
     /// matched it: they go out at that later time, never before either record's.
     later: Vec<(Time, Joined<K, L, R>)>,
+    /// The pairs of the batch being absorbed.
+    results: Vec<Joined<K, L, R>>,
 }
 
 impl<K, L, R> State<K, L, R>
@@ -468,24 +341,15 @@ where
     L: Data + Timestamped,
     R: Data + Timestamped,
 {
-    /// Matches a batch of left records read at `cap` with the stored right records, then
-    /// stores them; too-late records go to `too_late`.
-    fn absorb_left(
-        &mut self,
-        cap: &Capability<Time>,
-        data: &mut Vec<(K, L)>,
-        too_late: &mut Vec<(K, L)>,
-        results: &mut Vec<Joined<K, L, R>>,
-    ) {
+    /// Matches a batch of left records read at `cap` (none too late) with the stored right
+    /// records, then stores them.
+    fn match_left(&mut self, cap: &Capability<Time>, data: &mut Vec<(K, L)>) {
         let time = *cap.time();
-        let Bounds { lower, upper, lateness, granularity } = self.bounds;
-        let (reach, expiry) = (self.bounds.reach_left(), self.bounds.left_expiry());
+        let Bounds { lower, upper, granularity, .. } = self.bounds;
+        let expiry = self.bounds.left_expiry();
+        let results = &mut self.results;
         for (key, a) in data.drain(..) {
             let ts = a.event_time();
-            if super::too_late(time, granularity.quantize(ts), ts, reach, lateness) {
-                too_late.push((key, a));
-                continue;
-            }
             let mut matched = false;
             if let Some(rows) = self.rights.rows(&key) {
                 let (from, to) = (ts as i64 + lower, ts as i64 + upper);
@@ -509,24 +373,15 @@ where
         }
     }
 
-    /// Matches a batch of right records read at `cap` with the stored left records, then
-    /// stores them; too-late records go to `too_late`.
-    fn absorb_right(
-        &mut self,
-        cap: &Capability<Time>,
-        data: &mut Vec<(K, R)>,
-        too_late: &mut Vec<(K, R)>,
-        results: &mut Vec<Joined<K, L, R>>,
-    ) {
+    /// Matches a batch of right records read at `cap` (none too late) with the stored left
+    /// records, then stores them.
+    fn match_right(&mut self, cap: &Capability<Time>, data: &mut Vec<(K, R)>) {
         let time = *cap.time();
-        let Bounds { lower, upper, lateness, granularity } = self.bounds;
-        let (reach, expiry) = (self.bounds.reach_right(), self.bounds.right_expiry());
+        let Bounds { lower, upper, granularity, .. } = self.bounds;
+        let expiry = self.bounds.right_expiry();
+        let results = &mut self.results;
         for (key, b) in data.drain(..) {
             let ts = b.event_time();
-            if super::too_late(time, granularity.quantize(ts), ts, reach, lateness) {
-                too_late.push((key, b));
-                continue;
-            }
             if let Some(rows) = self.lefts.rows(&key) {
                 let (from, to) = (ts as i64 - upper, ts as i64 - lower);
                 for a in rows.iter_mut().filter(|a| (from..=to).contains(&(a.ts as i64))) {
@@ -545,13 +400,27 @@ where
         }
     }
 
+    /// Sends the batch's pairs at `cap`, and the pairs that must wait for a later time at
+    /// that time.
+    fn emit(&mut self, cap: &Capability<Time>, output: &mut Emitter<'_, '_, Joined<K, L, R>>) {
+        output.give(cap, &mut self.results);
+        self.later.sort_by_key(|(time, _)| *time);
+        let mut pairs = self.later.drain(..).peekable();
+        while let Some((time, joined)) = pairs.next() {
+            self.results.push(joined);
+            if pairs.peek().is_none_or(|(next, _)| *next != time) {
+                output.give(&cap.delayed(&time), &mut self.results);
+            }
+        }
+    }
+
     /// Frees the left rows the right frontier has passed (emitting the outer rows of
     /// unmatched ones) and the right rows the left frontier has passed.
     fn expire(
         &mut self,
         left_frontier: Time,
         right_frontier: Time,
-        emit: &mut impl FnMut(&Capability<Time>, &mut Vec<Joined<K, L, R>>),
+        output: &mut Emitter<'_, '_, Joined<K, L, R>>,
     ) {
         let granularity = self.bounds.granularity;
         let (left_outer, held) = (self.left_outer, &mut self.held);
@@ -573,7 +442,7 @@ where
             results.push(joined);
             if rows.peek().is_none_or(|(next, _)| *next != time) {
                 let count = results.len();
-                emit(held.get(time), &mut results);
+                output.give(held.get(time), &mut results);
                 for _ in 0..count {
                     held.release(time);
                 }
@@ -581,10 +450,51 @@ where
         }
         self.rights.expire(left_frontier, granularity, self.bounds.right_expiry(), |_, _| {});
     }
+}
 
-    /// Before a save at `cut`: the left rows read before it wait for their outer rows at the
-    /// cut instead, so that the operator holds no capability below it.
-    fn lift(&mut self, cut: Time) {
+impl<K, L, R> KeyedState for State<K, L, R>
+where
+    K: Data + Hash + Eq,
+    L: Data + Timestamped,
+    R: Data + Timestamped,
+{
+    type Output = Joined<K, L, R>;
+    type Saved = SavedRows<K, L, R>;
+    const VERSION: u32 = 1;
+
+    /// Takes back the keys this worker owns from every saved part. Left rows of an outer join
+    /// hold `initial` delayed to the cut for their outer rows.
+    fn restore(&mut self, restore: Restore<Self::Saved>, initial: &Capability<Time>) {
+        let bounds = self.bounds;
+        let (left_expiry, right_expiry) = (bounds.left_expiry(), bounds.right_expiry());
+        for SavedRows { lefts, rights } in &restore.states {
+            for (key, rows) in lefts.keys.iter().filter(|(k, _)| restore.owns(key_hash(k))) {
+                for row in rows {
+                    let mut row = row.clone();
+                    row.time = row.time.max(restore.cut);
+                    if self.left_outer {
+                        self.held.hold(row.time, || initial.delayed(&row.time));
+                    }
+                    let expiry = left_expiry(row.ts);
+                    self.lefts.insert(key.clone(), row, expiry, bounds.granularity);
+                }
+            }
+            for (key, rows) in rights.keys.iter().filter(|(k, _)| restore.owns(key_hash(k))) {
+                for row in rows {
+                    let expiry = right_expiry(row.ts);
+                    self.rights.insert(key.clone(), row.clone(), expiry, bounds.granularity);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
+        self.expire(frontiers[0], frontiers[1], output);
+    }
+
+    /// The left rows read before the cut wait for their outer rows at the cut instead, so
+    /// that the operator holds no capability below it.
+    fn prepare_save(&mut self, cut: Time) {
         if self.left_outer {
             self.held.lift(cut);
             for rows in self.lefts.keys.values_mut() {
@@ -595,40 +505,50 @@ where
         }
     }
 
-    fn snapshot(&self) -> (SideState<K, L>, SideState<K, R>) {
-        (self.lefts.snapshot(), self.rights.snapshot())
+    fn snapshot(&self) -> Self::Saved {
+        SavedRows { lefts: self.lefts.snapshot(), rights: self.rights.snapshot() }
     }
 
-    /// Takes back the keys this worker owns from every saved part. Left rows of an outer join
-    /// hold `initial` delayed to the cut for their outer rows.
-    fn restore(
+    fn entries(&self) -> usize {
+        self.lefts.len() + self.rights.len()
+    }
+}
+
+impl<K, L, R> BinaryState for State<K, L, R>
+where
+    K: Data + Hash + Eq,
+    L: Data + Timestamped,
+    R: Data + Timestamped,
+{
+    type Left = (K, L);
+    type Right = (K, R);
+    const SPLITS_LATE: bool = true;
+
+    fn absorb_left(
         &mut self,
-        checkpointer: &Checkpointer,
-        initial: &Capability<Time>,
-    ) -> Result<(), tributary_runtime::Error> {
-        let Some(restore) = checkpointer.restore::<(SideState<K, L>, SideState<K, R>)>()? else {
-            return Ok(());
-        };
-        let bounds = self.bounds;
-        let (left_expiry, right_expiry) = (bounds.left_expiry(), bounds.right_expiry());
-        for (lefts, rights) in restore.states {
-            for (key, rows) in lefts.into_iter().filter(|(k, _)| checkpointer.owns(key_hash(k))) {
-                for mut row in rows {
-                    row.time = row.time.max(restore.cut);
-                    if self.left_outer {
-                        self.held.hold(row.time, || initial.delayed(&row.time));
-                    }
-                    let expiry = left_expiry(row.ts);
-                    self.lefts.insert(key.clone(), row, expiry, bounds.granularity);
-                }
-            }
-            for (key, rows) in rights.into_iter().filter(|(k, _)| checkpointer.owns(key_hash(k))) {
-                for row in rows {
-                    let expiry = right_expiry(row.ts);
-                    self.rights.insert(key.clone(), row, expiry, bounds.granularity);
-                }
-            }
-        }
-        Ok(())
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, L)>,
+        output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        self.match_left(cap, data);
+        self.emit(cap, output);
+    }
+
+    fn absorb_right(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, R)>,
+        output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        self.match_right(cap, data);
+        self.emit(cap, output);
+    }
+
+    fn split_late_left(&mut self, time: Time, data: &mut Vec<(K, L)>, late: &mut Vec<(K, L)>) {
+        self.bounds.split_late(time, self.bounds.reach_left(), data, late);
+    }
+
+    fn split_late_right(&mut self, time: Time, data: &mut Vec<(K, R)>, late: &mut Vec<(K, R)>) {
+        self.bounds.split_late(time, self.bounds.reach_right(), data, late);
     }
 }

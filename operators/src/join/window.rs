@@ -10,23 +10,18 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
-use tributary_runtime::checkpoint::Stash;
-use tributary_runtime::logging::activation;
+use tributary_runtime::checkpoint::Restore;
 use tributary_runtime::metrics as m;
-use tributary_runtime::status::StateGauge;
+use tributary_runtime::stateful::{self, BinaryState, Emitter, KeyedState};
+use tributary_runtime::status::LateCounter;
 use tributary_runtime::time::millis;
-use tributary_runtime::{
-    job_context, Checkpointer, Data, EventTime, Events, Granularity, Time, Timestamped,
-};
+use tributary_runtime::{job_context, Data, EventTime, Events, Granularity, Time, Timestamped};
 
 use super::{JoinKind, Joins};
 use crate::key_by::{key_hash, Keyed};
@@ -138,132 +133,24 @@ where
         let WindowJoin { left, right, assigner, kind, lateness } = self;
         let (left, right) = (left.into_stream(), right.into_stream());
         let scope = left.scope();
-        let job = job_context(&scope);
         let name = assigner.describe();
-        let (operator, late_dropped) = instrument(&scope, "window-join", &name, m::LATE_DROPPED);
-        let late_updates = instrument(&scope, "window-join", &name, m::LATE_UPDATES).1;
-
-        let mut builder = OperatorBuilder::new(operator.clone(), scope);
-        let mut left_in = builder.new_input(left, Exchange::new(|(k, _): &(K, L)| key_hash(k)));
-        let mut right_in = builder.new_input(right, Exchange::new(|(k, _): &(K, R)| key_hash(k)));
-        let (joined_out, joined) = builder.new_output();
-        let (late_left_out, late_left) = builder.new_output();
-        let (late_right_out, late_right) = builder.new_output();
-        let mut joined_out = OutputBuilder::from(joined_out);
-        let mut late_left_out = OutputBuilder::from(late_left_out);
-        let mut late_right_out = OutputBuilder::from(late_right_out);
-        let address = builder.operator_info().address;
-
-        let worker = scope.index();
-        builder.build(move |mut capabilities| {
-            let mut state = State {
-                slots: BTreeMap::new(),
-                windows: Vec::new(),
-                assigner,
-                lateness,
-                kind,
-                granularity: job.granularity,
-            };
-            let mut state_gauge =
-                StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
-            let mut checkpointer = Checkpointer::register(&scope, &operator, &address);
-            if let Some(c) = &checkpointer {
-                if let Err(error) = state.restore(c, &capabilities[0]) {
-                    job.state.fail(error);
-                }
-            }
-            capabilities.clear();
-            // Records at or after a pending checkpoint's cut, joined once the state is saved.
-            let mut stash_left: Stash<(K, L)> = Vec::new();
-            let mut stash_right: Stash<(K, R)> = Vec::new();
-            let mut too_late_left: Vec<(K, L)> = Vec::new();
-            let mut too_late_right: Vec<(K, R)> = Vec::new();
-            let mut results = Vec::new();
-            move |frontiers| {
-                let _activation = activation(&operator, worker);
-                let mut joined_out = joined_out.activate();
-                let mut late_left_out = late_left_out.activate();
-                let mut late_right_out = late_right_out.activate();
-                let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
-                    if !results.is_empty() {
-                        joined_out.session(cap).give_container(results);
-                        results.clear();
-                    }
-                };
-                let cut = checkpointer.as_ref().and_then(|c| c.pending());
-                let mut accepted_late = 0;
-
-                // Each side the same way: hold back batches at or after a pending cut (after
-                // splitting off the too-late records), join the others at once.
-                macro_rules! read {
-                    ($input:ident, $side:expr, $stash:ident, $too_late:ident, $late_out:ident, $name:literal) => {
-                        $input.for_each(|cap, data| {
-                            let Some(held) = cap.retain_least(0) else { return data.clear() };
-                            let time = *held.time();
-                            if cut.is_some_and(|cut| time >= cut) {
-                                state.split_late(time, data, &mut $too_late);
-                                $stash.push((held, std::mem::take(data)));
-                            } else {
-                                accepted_late +=
-                                    state.absorb(&held, data, $side, &mut $too_late, &mut results);
-                                emit(&held, &mut results);
-                            }
-                            if !$too_late.is_empty() {
-                                late_dropped.increment($too_late.len() as u64);
-                                tracing::debug!(operator = %operator, time, side = $name,
-                                    records = $too_late.len(), "records too late for every window");
-                                $late_out.session(&cap).give_container(&mut $too_late);
-                                $too_late.clear();
-                            }
-                        })
-                    };
-                }
-                read!(left_in, left_side(), stash_left, too_late_left, late_left_out, "left");
-                read!(right_in, right_side(), stash_right, too_late_right, late_right_out, "right");
-
-                // The watermark of the join is the earlier of its two inputs' frontiers; while
-                // a cut is pending the operator acts as if it stood at the cut.
-                let watermark = frontiers
-                    .iter()
-                    .map(|f| f.frontier().first().copied().unwrap_or(Time::MAX))
-                    .min()
-                    .unwrap_or(Time::MAX);
-                state.advance(watermark.min(cut.unwrap_or(Time::MAX)), &mut emit);
-                state_gauge.update(|| {
-                    let entry = |(l, r): &Entry<L, R>| l.len() + r.len();
-                    state.slots.values().flat_map(|s| s.keys.values().map(entry)).sum()
-                });
-                if let Some(c) = checkpointer.as_mut() {
-                    if let Some(cut) = cut.filter(|&cut| watermark >= cut) {
-                        state.lift(cut);
-                        if let Err(error) = c.save(&state.snapshot()) {
-                            job.state.fail(error);
-                        }
-                        // Stashed batches hold no too-late records any more.
-                        let mut none = Vec::new();
-                        for (held, mut data) in stash_left.drain(..) {
-                            accepted_late +=
-                                state.absorb(&held, &mut data, left_side(), &mut none, &mut results);
-                            emit(&held, &mut results);
-                        }
-                        let mut none = Vec::new();
-                        for (held, mut data) in stash_right.drain(..) {
-                            accepted_late +=
-                                state.absorb(&held, &mut data, right_side(), &mut none, &mut results);
-                            emit(&held, &mut results);
-                        }
-                        state.advance(watermark, &mut emit);
-                    }
-                    if frontiers.iter().all(|f| f.is_empty()) {
-                        if let Err(error) = c.finish(&state.snapshot()) {
-                            job.state.fail(error);
-                        }
-                        checkpointer = None;
-                    }
-                }
-                late_updates.increment(accepted_late);
-            }
-        });
+        let (operator, late_updates) = instrument(&scope, "window-join", &name, m::LATE_UPDATES);
+        let state = State {
+            slots: BTreeMap::new(),
+            windows: Vec::new(),
+            results: Vec::new(),
+            assigner,
+            lateness,
+            kind,
+            granularity: job_context(&scope).granularity,
+            late_updates,
+        };
+        let exchange = (
+            Exchange::new(|(k, _): &(K, L)| key_hash(k)),
+            Exchange::new(|(k, _): &(K, R)| key_hash(k)),
+        );
+        let (joined, late_left, late_right) =
+            stateful::binary(left, right, exchange, &operator, state);
         Joins { joined, late_left, late_right }
     }
 }
@@ -281,9 +168,14 @@ struct Slot<K, L, R> {
     fired: bool,
 }
 
-/// One window's records in a checkpoint: the window, whether it fired, and each key's left
-/// and right records.
-type SlotState<K, L, R> = (Window, bool, Vec<(K, Vec<L>, Vec<R>)>);
+/// One window's records in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct SavedWindow<K, L, R> {
+    window: Window,
+    fired: bool,
+    /// Each key's left and right records.
+    keys: Vec<(K, Entry<L, R>)>,
+}
 
 /// A side's records in a key's entry, and the other side's.
 type Split<L, R, Me, Other> = fn(&mut Entry<L, R>) -> (&mut Vec<Me>, &[Other]);
@@ -315,10 +207,14 @@ struct State<K, L, R, W> {
     slots: BTreeMap<(Time, Time), Slot<K, L, R>>,
     /// Scratch: the windows a record joins in.
     windows: Vec<Window>,
+    /// Scratch: the pairs of a batch.
+    results: Vec<WindowJoined<K, L, R>>,
     assigner: W,
     lateness: u64,
     kind: JoinKind,
     granularity: Granularity,
+    /// Counts the late records accepted (paired at once with a fired window).
+    late_updates: LateCounter,
 }
 
 impl<K, L, R, W> State<K, L, R, W>
@@ -360,24 +256,21 @@ where
         *data = kept;
     }
 
-    /// Adds a batch of one side read at `cap` to its windows, pairing records that arrive
-    /// after their window fired with the other side at once (into `results`). Records too
-    /// late for every window go to `too_late`. Returns how many late records were accepted.
+    /// Adds a batch of one side read at `cap` (none too late) to its windows, pairing
+    /// records that arrive after their window fired with the other side at once.
     fn absorb<Me: Clone + Timestamped, Other: Clone>(
         &mut self,
         cap: &Capability<Time>,
         data: &mut Vec<(K, Me)>,
         side: Side<K, L, R, Me, Other>,
-        too_late: &mut Vec<(K, Me)>,
-        results: &mut Vec<WindowJoined<K, L, R>>,
-    ) -> u64 {
+        output: &mut Emitter<'_, '_, WindowJoined<K, L, R>>,
+    ) {
         let time = *cap.time();
         let mut accepted_late = 0;
+        let mut results = std::mem::take(&mut self.results);
         for (key, v) in data.drain(..) {
-            if !self.assign(time, v.event_time()) {
-                too_late.push((key, v));
-                continue;
-            }
+            let assigned = self.assign(time, v.event_time());
+            debug_assert!(assigned, "a too-late record absorbed");
             for &w in &self.windows {
                 let slot = slot(&mut self.slots, w, time, self.granularity, |at| cap.delayed(&at));
                 let (mine, others) = (side.split)(slot.keys.entry(key.clone()).or_default());
@@ -389,16 +282,14 @@ where
                 mine.push(v.clone());
             }
         }
-        accepted_late
+        self.late_updates.increment(accepted_late);
+        output.give(cap, &mut results);
+        self.results = results;
     }
 
     /// Fires the windows `watermark` has passed, then frees those past their lateness (with
     /// their outer rows).
-    fn advance(
-        &mut self,
-        watermark: Time,
-        emit: &mut impl FnMut(&Capability<Time>, &mut Vec<WindowJoined<K, L, R>>),
-    ) {
+    fn fire(&mut self, watermark: Time, output: &mut Emitter<'_, '_, WindowJoined<K, L, R>>) {
         let outer = self.kind != JoinKind::Inner;
         let mut results = Vec::new();
         for (_, slot) in self.slots.range_mut(..(watermark.saturating_add(1), 0)) {
@@ -414,7 +305,7 @@ where
                     );
                 }
             }
-            emit(&cap, &mut results);
+            output.give(&cap, &mut results);
             if outer {
                 slot.cap = Some(cap);
             }
@@ -436,47 +327,36 @@ where
                     );
                 }
             }
-            emit(cap, &mut results);
+            output.give(cap, &mut results);
         }
     }
+}
 
-    /// Before a save at `cut`: fired windows of an outer join wait for their outer rows at
-    /// the cut instead, so that the operator holds no capability below it.
-    fn lift(&mut self, cut: Time) {
-        for cap in self.slots.values_mut().filter_map(|s| s.cap.as_mut()) {
-            if *cap.time() < cut {
-                *cap = cap.delayed(&cut);
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Vec<SlotState<K, L, R>> {
-        let entries = |s: &Slot<K, L, R>| {
-            s.keys.iter().map(|(k, (ls, rs))| (k.clone(), ls.clone(), rs.clone())).collect()
-        };
-        self.slots.values().map(|s| (s.window, s.fired, entries(s))).collect()
-    }
+impl<K, L, R, W> KeyedState for State<K, L, R, W>
+where
+    K: Data + Hash + Eq,
+    L: Data + Timestamped,
+    R: Data + Timestamped,
+    W: WindowAssigner,
+{
+    type Output = WindowJoined<K, L, R>;
+    type Saved = Vec<SavedWindow<K, L, R>>;
+    const VERSION: u32 = 1;
 
     /// Takes back the keys this worker owns from every saved part; a window that still has
     /// results to emit holds `initial` delayed to the later of its result time and the cut.
-    fn restore(
-        &mut self,
-        checkpointer: &Checkpointer,
-        initial: &Capability<Time>,
-    ) -> Result<(), tributary_runtime::Error> {
-        let Some(restore) = checkpointer.restore::<Vec<SlotState<K, L, R>>>()? else {
-            return Ok(());
-        };
-        for (window, fired, entries) in restore.states.into_iter().flatten() {
+    fn restore(&mut self, restore: Restore<Self::Saved>, initial: &Capability<Time>) {
+        for saved in restore.states.iter().flatten() {
+            let (window, fired) = (saved.window, saved.fired);
             let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| Slot {
                 window,
                 keys: FxHashMap::default(),
                 cap: None,
                 fired,
             });
-            for (key, lefts, rights) in entries {
-                if checkpointer.owns(key_hash(&key)) {
-                    slot.keys.insert(key, (lefts, rights));
+            for (key, entry) in &saved.keys {
+                if restore.owns(key_hash(key)) {
+                    slot.keys.insert(key.clone(), entry.clone());
                 }
             }
             let emits = !fired || self.kind != JoinKind::Inner;
@@ -486,7 +366,71 @@ where
             }
         }
         self.slots.retain(|_, slot| !slot.keys.is_empty());
-        Ok(())
+    }
+
+    /// The watermark of the join is the earlier of its two inputs' frontiers.
+    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
+        self.fire(frontiers[0].min(frontiers[1]), output);
+    }
+
+    /// Fired windows of an outer join wait for their outer rows at the cut instead, so that
+    /// the operator holds no capability below it.
+    fn prepare_save(&mut self, cut: Time) {
+        for cap in self.slots.values_mut().filter_map(|s| s.cap.as_mut()) {
+            if *cap.time() < cut {
+                *cap = cap.delayed(&cut);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Self::Saved {
+        let keys = |s: &Slot<K, L, R>| s.keys.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+        let window =
+            |s: &Slot<K, L, R>| SavedWindow { window: s.window, fired: s.fired, keys: keys(s) };
+        self.slots.values().map(window).collect()
+    }
+
+    fn entries(&self) -> usize {
+        let entry = |(l, r): &Entry<L, R>| l.len() + r.len();
+        self.slots.values().flat_map(|s| s.keys.values().map(entry)).sum()
+    }
+}
+
+impl<K, L, R, W> BinaryState for State<K, L, R, W>
+where
+    K: Data + Hash + Eq,
+    L: Data + Timestamped,
+    R: Data + Timestamped,
+    W: WindowAssigner,
+{
+    type Left = (K, L);
+    type Right = (K, R);
+    const SPLITS_LATE: bool = true;
+
+    fn absorb_left(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, L)>,
+        output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        self.absorb(cap, data, left_side(), output);
+    }
+
+    fn absorb_right(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, R)>,
+        output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        self.absorb(cap, data, right_side(), output);
+    }
+
+    fn split_late_left(&mut self, time: Time, data: &mut Vec<(K, L)>, late: &mut Vec<(K, L)>) {
+        self.split_late(time, data, late);
+    }
+
+    fn split_late_right(&mut self, time: Time, data: &mut Vec<(K, R)>, late: &mut Vec<(K, R)>) {
+        self.split_late(time, data, late);
     }
 }
 

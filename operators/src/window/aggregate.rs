@@ -23,21 +23,23 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::marker::PhantomData;
 
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
-use tributary_runtime::checkpoint::Stash;
+use tributary_runtime::checkpoint::Restore;
 use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
-use tributary_runtime::status::StateGauge;
-use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Time, Timestamped};
+use tributary_runtime::stateful::{Emitter, KeyedState, UnaryState};
+use tributary_runtime::status::LateCounter;
+use tributary_runtime::{Data, Events, Granularity, Time, Timestamped};
 
 use super::{instrument, Window, WindowAssigner, WindowResult, WithLate};
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, SavedKey};
 use crate::key_by::key_hash;
 
 /// A partial aggregate of one key in one window.
@@ -182,9 +184,14 @@ struct Slot<K, Acc> {
     fired: bool,
 }
 
-/// One window's state in a checkpoint: the window, whether it fired, and each key's
-/// accumulator and next revision.
-type SlotState<K, Acc> = (Window, bool, Vec<(K, Acc, u32)>);
+/// One window's state in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct SavedWindow<K, Acc> {
+    window: Window,
+    fired: bool,
+    /// Each key's accumulator and next revision.
+    keys: Vec<SavedKey<K, Acc>>,
+}
 
 /// The windows of one worker, by end (for fixed-size windows the end identifies the window).
 struct Windows<K, Acc> {
@@ -250,7 +257,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         watermark: Time,
         lateness: u64,
         agg: &A,
-        late_updates: &tributary_runtime::status::LateCounter,
+        late_updates: &LateCounter,
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
@@ -308,7 +315,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         cap: &Capability<Time>,
         partials: Vec<Partial<K, Acc>>,
         agg: &A,
-        late_updates: &tributary_runtime::status::LateCounter,
+        late_updates: &LateCounter,
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
@@ -350,43 +357,47 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         output(cap, &mut results);
     }
 
-    fn snapshot(&self) -> Vec<SlotState<K, Acc>> {
-        let entries = |s: &Slot<K, Acc>| {
-            s.accs.iter().map(|(k, (acc, rev))| (k.clone(), acc.clone(), *rev)).collect()
+    fn snapshot(&self) -> Vec<SavedWindow<K, Acc>> {
+        let keys = |s: &Slot<K, Acc>| {
+            let key = |(key, (acc, revision)): (&K, &(Acc, u32))| SavedKey {
+                key: key.clone(),
+                acc: acc.clone(),
+                revision: *revision,
+            };
+            s.accs.iter().map(key).collect()
         };
-        self.slots.values().map(|s| (s.window, s.fired, entries(s))).collect()
+        let window =
+            |s: &Slot<K, Acc>| SavedWindow { window: s.window, fired: s.fired, keys: keys(s) };
+        self.slots.values().map(window).collect()
     }
 
     /// Takes back the keys this worker owns from every saved part; a window not yet fired
     /// holds `initial` delayed to the later of its result time and the cut.
     fn restore(
         &mut self,
-        checkpointer: &Checkpointer,
+        restore: Restore<Vec<SavedWindow<K, Acc>>>,
         initial: &Capability<Time>,
         granularity: Granularity,
-    ) -> Result<(), tributary_runtime::Error> {
-        let Some(restore) = checkpointer.restore::<Vec<SlotState<K, Acc>>>()? else {
-            return Ok(());
-        };
-        for (window, fired, entries) in restore.states.into_iter().flatten() {
+    ) {
+        for saved in restore.states.iter().flatten() {
+            let window = saved.window;
             let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| Slot {
                 window,
                 accs: FxHashMap::default(),
                 cap: None,
-                fired,
+                fired: saved.fired,
             });
-            for (key, acc, revision) in entries {
-                if checkpointer.owns(key_hash(&key)) {
-                    slot.accs.insert(key, (acc, revision));
+            for SavedKey { key, acc, revision } in &saved.keys {
+                if restore.owns(key_hash(key)) {
+                    slot.accs.insert(key.clone(), (acc.clone(), *revision));
                 }
             }
-            if !fired && slot.cap.is_none() && !slot.accs.is_empty() {
+            if !saved.fired && slot.cap.is_none() && !slot.accs.is_empty() {
                 let at = restore.cut.max(granularity.quantize(window.end - 1));
                 slot.cap = Some(initial.delayed(&at));
             }
         }
         self.slots.retain(|_, slot| !slot.accs.is_empty());
-        Ok(())
     }
 }
 
@@ -399,68 +410,77 @@ fn merge<'scope, K, V, A>(
 ) -> Events<'scope, WindowResult<K, A::Out>>
 where
     K: Data + Hash + Eq,
+    V: 'static,
     A: Aggregator<V>,
 {
-    let scope = partials.scope();
-    let job = job_context(&scope);
-    let granularity = job.granularity;
-    let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
-    let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
-
-    let worker = scope.index();
-    partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
-        let mut windows = Windows::new();
-        let mut state_gauge = StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
-        let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
-        if let Some(c) = &checkpointer {
-            if let Err(error) = windows.restore(c, &initial, granularity) {
-                job.state.fail(error);
-            }
-        }
-        drop(initial);
-        // Partials at or after a pending checkpoint's cut, merged once the state is saved.
-        let mut stash: Stash<Partial<K, A::Acc>> = Vec::new();
-        move |(input, frontier), output| {
-            let _activation = activation(&operator, worker);
-            let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
-                output.session(cap).give_container(results);
-            };
-            let cut = checkpointer.as_ref().and_then(|c| c.pending());
-            input.for_each(|cap, data| {
-                let Some(cap) = cap.retain_least(0) else { return data.clear() };
-                if cut.is_some_and(|cut| *cap.time() >= cut) {
-                    stash.push((cap, std::mem::take(data)));
-                } else {
-                    windows.absorb(&cap, data, &agg, granularity);
-                }
-            });
-            let frontier = frontier.frontier().first().copied();
-            let watermark = frontier.unwrap_or(Time::MAX);
-            // While a cut is pending the operator acts as if the watermark stood at the cut.
-            let until = watermark.min(cut.unwrap_or(Time::MAX));
-            windows.advance(until, lateness, &agg, &late_updates, &mut emit);
-            state_gauge.update(|| windows.slots.values().map(|slot| slot.accs.len()).sum());
-            let Some(c) = checkpointer.as_mut() else { return };
-            if cut.is_some_and(|cut| watermark >= cut) {
-                // Every late partial below the cut has been applied (the cut lies above all
-                // that was sent when it was taken).
-                debug_assert!(windows.late.is_empty(), "late partials left at a cut");
-                if let Err(error) = c.save(&windows.snapshot()) {
-                    job.state.fail(error);
-                }
-                for (cap, mut data) in stash.drain(..) {
-                    windows.absorb(&cap, &mut data, &agg, granularity);
-                }
-                windows.advance(watermark, lateness, &agg, &late_updates, &mut emit);
-            }
-            if frontier.is_none() {
-                if let Err(error) = c.finish(&windows.snapshot()) {
-                    job.state.fail(error);
-                }
-                checkpointer = None;
-            }
-        }
+    super::merge_phase(partials, name, |granularity, late_updates| Merge {
+        windows: Windows::new(),
+        agg,
+        lateness,
+        granularity,
+        late_updates,
+        record: PhantomData,
     })
+}
+
+/// Phase 2 as the stateful driver runs it.
+struct Merge<K, V, A: Aggregator<V>> {
+    windows: Windows<K, A::Acc>,
+    agg: A,
+    lateness: u64,
+    granularity: Granularity,
+    late_updates: LateCounter,
+    record: PhantomData<fn(&V)>,
+}
+
+impl<K, V, A> KeyedState for Merge<K, V, A>
+where
+    K: Data + Hash + Eq,
+    V: 'static,
+    A: Aggregator<V>,
+{
+    type Output = WindowResult<K, A::Out>;
+    type Saved = Vec<SavedWindow<K, A::Acc>>;
+    const VERSION: u32 = 1;
+
+    fn restore(&mut self, restore: Restore<Self::Saved>, initial: &Capability<Time>) {
+        self.windows.restore(restore, initial, self.granularity);
+    }
+
+    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
+        let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| output.give(cap, results);
+        let (agg, late) = (&self.agg, &self.late_updates);
+        self.windows.advance(frontiers[0], self.lateness, agg, late, &mut emit);
+    }
+
+    fn snapshot(&self) -> Self::Saved {
+        // Every late partial below the cut has been applied (the cut lies above all that was
+        // sent when it was taken).
+        debug_assert!(self.windows.late.is_empty(), "late partials left at a cut");
+        self.windows.snapshot()
+    }
+
+    fn entries(&self) -> usize {
+        self.windows.slots.values().map(|slot| slot.accs.len()).sum()
+    }
+}
+
+impl<K, V, A> UnaryState for Merge<K, V, A>
+where
+    K: Data + Hash + Eq,
+    V: 'static,
+    A: Aggregator<V>,
+{
+    type Input = Partial<K, A::Acc>;
+
+    fn absorb(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<Self::Input>,
+        _output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        self.windows.absorb(cap, data, &self.agg, self.granularity);
+    }
 }
 
 #[cfg(test)]

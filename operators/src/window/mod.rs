@@ -20,7 +20,7 @@ use tributary_runtime::time::millis;
 use tributary_runtime::{Data, EventTime, Events, Timestamped};
 
 pub use assigner::{Global, Sliding, Tumbling, WindowAssigner};
-pub use session::SessionWindowed;
+pub use session::{SessionWindowed, Sessions};
 
 use crate::aggregate::Aggregator;
 use crate::key_by::Keyed;
@@ -82,13 +82,69 @@ pub(crate) fn instrument(
     (operator, tributary_runtime::status::LateCounter::new(status, metric, &labels))
 }
 
+/// Phase 2 of a windowed aggregation (`window-aggregate:<name>`): the partials, exchanged by
+/// key, folded into the state `make` builds (from the job's granularity and a counter of the
+/// late updates) on the stateful driver.
+pub(crate) fn merge_phase<'scope, K, Acc, S>(
+    partials: Events<'scope, aggregate::Partial<K, Acc>>,
+    name: &str,
+    make: impl FnOnce(tributary_runtime::Granularity, tributary_runtime::status::LateCounter) -> S,
+) -> Events<'scope, S::Output>
+where
+    K: Data + Hash,
+    Acc: Data,
+    S: tributary_runtime::stateful::UnaryState<Input = aggregate::Partial<K, Acc>>,
+{
+    use timely::dataflow::channels::pact::Exchange;
+    let scope = partials.scope();
+    let metric = tributary_runtime::metrics::LATE_UPDATES;
+    let (operator, late_updates) = instrument(&scope, "window-aggregate", name, metric);
+    let exchange = Exchange::new(|(k, _, _): &aggregate::Partial<K, Acc>| crate::key_hash(k));
+    let state = make(tributary_runtime::job_context(&scope).granularity, late_updates);
+    tributary_runtime::stateful::unary(partials, exchange, &operator, state).0
+}
+
 /// A stream of `T` with the keyed records that were too late for every window.
 pub type WithLate<'scope, T, K, V> = (Events<'scope, T>, Events<'scope, (K, V)>);
 
-/// A keyed stream with a window assigner, waiting for its aggregation.
+/// How a windowed aggregation groups each key's records: into the fixed windows of a
+/// [`WindowAssigner`] (tumbling, sliding, global), or into [`Sessions`].
+pub trait Windowing: Clone + 'static {
+    /// Aggregates each key's records per window, keeping window state for `lateness` after
+    /// a window's end; returns the results and the records too late for every window.
+    fn aggregate<'scope, K, V, A>(
+        self,
+        input: Events<'scope, (K, V)>,
+        lateness: u64,
+        agg: A,
+    ) -> WithLate<'scope, WindowResult<K, A::Out>, K, V>
+    where
+        K: Data + Hash + Eq,
+        V: Data + Timestamped,
+        A: Aggregator<V>;
+}
+
+impl<W: WindowAssigner> Windowing for W {
+    fn aggregate<'scope, K, V, A>(
+        self,
+        input: Events<'scope, (K, V)>,
+        lateness: u64,
+        agg: A,
+    ) -> WithLate<'scope, WindowResult<K, A::Out>, K, V>
+    where
+        K: Data + Hash + Eq,
+        V: Data + Timestamped,
+        A: Aggregator<V>,
+    {
+        aggregate::window_aggregate(input, self, lateness, agg)
+    }
+}
+
+/// A keyed stream with its windowing (fixed windows or sessions), waiting for its
+/// aggregation.
 pub struct Windowed<'scope, K, V, W> {
     keyed: Keyed<'scope, K, V>,
-    assigner: W,
+    windowing: W,
     allowed_lateness: u64,
 }
 
@@ -96,7 +152,11 @@ pub struct Windowed<'scope, K, V, W> {
 impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
     /// Groups each key's records into event-time windows.
     pub fn window<W: WindowAssigner>(self, assigner: W) -> Windowed<'scope, K, V, W> {
-        Windowed { keyed: self, assigner, allowed_lateness: 0 }
+        self.windowed(assigner)
+    }
+
+    fn windowed<W: Windowing>(self, windowing: W) -> Windowed<'scope, K, V, W> {
+        Windowed { keyed: self, windowing, allowed_lateness: 0 }
     }
 }
 
@@ -104,14 +164,14 @@ impl<'scope, K, V, W> Windowed<'scope, K, V, W>
 where
     K: Data + Hash + Eq,
     V: Data + Timestamped,
-    W: WindowAssigner,
+    W: Windowing,
 {
-    /// Keeps each window's state for `lateness` after its end, so late records update it.
+    /// Keeps each window's state for `lateness` after its end (a session's: after it
+    /// fired), so late records update it.
     pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
         self.allowed_lateness = millis(lateness);
         self
     }
-
     /// Aggregates each key's records per window. Records too late for any of their windows
     /// are counted (`tributary_operator_late_records_total`) and logged at debug level; use
     /// [`Windowed::aggregate_with_late`] to keep them.
@@ -157,11 +217,6 @@ where
         self,
         agg: A,
     ) -> WithLate<'scope, WindowResult<K, A::Out>, K, V> {
-        aggregate::window_aggregate(
-            self.keyed.into_stream(),
-            self.assigner,
-            self.allowed_lateness,
-            agg,
-        )
+        self.windowing.aggregate(self.keyed.into_stream(), self.allowed_lateness, agg)
     }
 }

@@ -23,50 +23,39 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
-use tributary_runtime::checkpoint::Stash;
+use tributary_runtime::checkpoint::Restore;
 use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
-use tributary_runtime::status::StateGauge;
+use tributary_runtime::stateful::{Emitter, KeyedState, UnaryState};
+use tributary_runtime::status::LateCounter;
 use tributary_runtime::time::millis;
-use tributary_runtime::{job_context, Checkpointer, Data, Events, Granularity, Time, Timestamped};
+use tributary_runtime::{job_context, Data, Events, Granularity, Time, Timestamped};
 
-use super::{instrument, Window, WindowResult, WithLate};
+use super::{instrument, Window, WindowResult, Windowed, Windowing, WithLate};
 use crate::aggregate::Aggregator;
 use crate::key_by::{key_hash, Keyed};
-use crate::window::aggregate::Waiting;
+use crate::window::aggregate::{Partial, Waiting};
+
+/// Session windows with a gap: the [`Windowing`] of [`Keyed::session_window`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sessions {
+    gap: u64,
+}
 
 /// A keyed stream with a session gap, waiting for its aggregation.
-pub struct SessionWindowed<'scope, K, V> {
-    keyed: Keyed<'scope, K, V>,
-    gap: u64,
-    allowed_lateness: u64,
-}
+pub type SessionWindowed<'scope, K, V> = Windowed<'scope, K, V, Sessions>;
 
 impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
     /// Groups each key's records into sessions separated by at least `gap` of event time.
-    pub fn session_window(self, gap: Duration) -> SessionWindowed<'scope, K, V> {
-        SessionWindowed { keyed: self, gap: millis(gap).max(1), allowed_lateness: 0 }
-    }
-}
-
-impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> SessionWindowed<'scope, K, V> {
-    /// Keeps fired sessions for `lateness`, so late records update them.
-    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
-        self.allowed_lateness = millis(lateness);
-        self
-    }
-
-    /// Aggregates each session. Too-late records are counted and dropped; see
-    /// [`SessionWindowed::aggregate_with_late`].
     ///
     /// # Examples
     /// ```
@@ -98,20 +87,27 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> SessionWindowed<'scope,
     /// let sessions: Vec<_> = captured.extract().into_iter().flat_map(|(_, rs)| rs).collect();
     /// assert_eq!(sessions, vec![(0, 7000, 3), (10_000, 15_000, 1)]);
     /// ```
-    pub fn aggregate<A: Aggregator<V>>(self, agg: A) -> Events<'scope, WindowResult<K, A::Out>> {
-        self.aggregate_with_late(agg).0
+    pub fn session_window(self, gap: Duration) -> SessionWindowed<'scope, K, V> {
+        self.windowed(Sessions { gap: millis(gap).max(1) })
     }
+}
 
-    /// Aggregates each session, and returns too-late records as a second stream.
-    pub fn aggregate_with_late<A: Aggregator<V>>(
+impl Windowing for Sessions {
+    fn aggregate<'scope, K, V, A>(
         self,
+        input: Events<'scope, (K, V)>,
+        lateness: u64,
         agg: A,
-    ) -> WithLate<'scope, WindowResult<K, A::Out>, K, V> {
+    ) -> WithLate<'scope, WindowResult<K, A::Out>, K, V>
+    where
+        K: Data + Hash + Eq,
+        V: Data + Timestamped,
+        A: Aggregator<V>,
+    {
         let name =
             format!("session({})", humantime::format_duration(Duration::from_millis(self.gap)));
-        let (partials, late) =
-            combine(self.keyed.into_stream(), &name, self.gap, self.allowed_lateness, agg.clone());
-        (merge(partials, &name, self.allowed_lateness, agg), late)
+        let (partials, late) = combine(input, &name, self.gap, lateness, agg.clone());
+        (merge(partials, &name, lateness, agg), late)
     }
 }
 
@@ -139,8 +135,6 @@ fn insert<A: Aggregator<V>, V, X>(
     sessions.insert(first, (window, acc, extra));
     first
 }
-
-type Partial<K, Acc> = (K, Window, Acc);
 
 /// Phase 1: merge each batch's records into partial sessions per key.
 fn combine<'scope, K, V, A>(
@@ -220,26 +214,36 @@ struct Timer<K> {
     keys: Vec<K>,
 }
 
-/// Each key's sessions, in a checkpoint.
-type SessionsState<K, Acc> = Vec<(K, Vec<(Window, Acc, Emitted)>)>;
+/// The sessions of one worker in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct SavedSessions<K, Acc> {
+    keys: Vec<SavedKeySessions<K, Acc>>,
+}
+
+/// One key's sessions in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct SavedKeySessions<K, Acc> {
+    key: K,
+    sessions: Vec<(Window, Acc, Emitted)>,
+}
 
 /// The sessions of one worker, with their timers.
-struct Sessions<K, Acc> {
+struct SessionStore<K, Acc> {
     sessions: FxHashMap<K, Vec<(Window, Acc, Emitted)>>,
     /// Session ends the frontier has yet to reach, with the keys whose session may end there.
     timers: BTreeMap<Time, Timer<K>>,
     /// When fired sessions of a key may be freed.
     cleanup: BTreeMap<Time, Vec<K>>,
     /// Partial sessions by time, applied in time order once the frontier has passed their
-    /// time (see [`Sessions::advance`]).
+    /// time (see [`SessionStore::advance`]).
     pending: Waiting<K, Acc>,
     lateness: u64,
     granularity: Granularity,
 }
 
-impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
+impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
     fn new(lateness: u64, granularity: Granularity) -> Self {
-        Sessions {
+        SessionStore {
             sessions: FxHashMap::default(),
             timers: BTreeMap::new(),
             cleanup: BTreeMap::new(),
@@ -304,7 +308,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
         cap: &Capability<Time>,
         partials: Vec<Partial<K, Acc>>,
         agg: &A,
-        late_updates: &tributary_runtime::status::LateCounter,
+        late_updates: &LateCounter,
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
@@ -347,7 +351,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
         &mut self,
         watermark: Time,
         agg: &A,
-        late_updates: &tributary_runtime::status::LateCounter,
+        late_updates: &LateCounter,
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
@@ -415,25 +419,22 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
         }
     }
 
-    fn snapshot(&self) -> SessionsState<K, Acc> {
-        self.sessions.iter().map(|(k, list)| (k.clone(), list.clone())).collect()
+    fn snapshot(&self) -> SavedSessions<K, Acc> {
+        let key = |(key, list): (&K, &Vec<_>)| SavedKeySessions {
+            key: key.clone(),
+            sessions: list.clone(),
+        };
+        SavedSessions { keys: self.sessions.iter().map(key).collect() }
     }
 
     /// Takes back the keys this worker owns from every saved part, with a timer at the cut
     /// (or later) for each session still to fire and a cleanup for each fired one.
-    fn restore(
-        &mut self,
-        checkpointer: &Checkpointer,
-        initial: &Capability<Time>,
-    ) -> Result<(), tributary_runtime::Error> {
-        let Some(restore) = checkpointer.restore::<SessionsState<K, Acc>>()? else {
-            return Ok(());
-        };
-        for (key, list) in restore.states.into_iter().flatten() {
-            if !checkpointer.owns(key_hash(&key)) {
-                continue;
-            }
-            for (w, _, emitted) in &list {
+    fn restore(&mut self, restore: Restore<SavedSessions<K, Acc>>, initial: &Capability<Time>) {
+        let saved = restore.states.iter().flat_map(|s| &s.keys);
+        for SavedKeySessions { key, sessions: list } in
+            saved.filter(|s| restore.owns(key_hash(&s.key)))
+        {
+            for (w, _, emitted) in list {
                 if emitted.fired {
                     let free = w.end.saturating_add(self.lateness);
                     self.cleanup.entry(free).or_default().push(key.clone());
@@ -442,9 +443,8 @@ impl<K: Data + Hash + Eq, Acc: Data> Sessions<K, Acc> {
                     self.schedule(key.clone(), w.end, at, initial);
                 }
             }
-            self.sessions.insert(key, list);
+            self.sessions.insert(key.clone(), list.clone());
         }
-        Ok(())
     }
 }
 
@@ -457,65 +457,68 @@ fn merge<'scope, K, V, A>(
 ) -> Events<'scope, WindowResult<K, A::Out>>
 where
     K: Data + Hash + Eq,
+    V: 'static,
     A: Aggregator<V>,
 {
-    let scope = partials.scope();
-    let job = job_context(&scope);
-    let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
-    let exchange = Exchange::new(|(k, _, _): &Partial<K, A::Acc>| key_hash(k));
-
-    let worker = scope.index();
-    partials.unary_frontier(exchange, &operator.clone(), move |initial, info| {
-        let mut state = Sessions::new(lateness, job.granularity);
-        let mut state_gauge = StateGauge::new(Arc::clone(&job.status), &operator, scope.index());
-        let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
-        if let Some(c) = &checkpointer {
-            if let Err(error) = state.restore(c, &initial) {
-                job.state.fail(error);
-            }
-        }
-        drop(initial);
-        // Partials at or after a pending checkpoint's cut, merged once the state is saved.
-        let mut stash: Stash<Partial<K, A::Acc>> = Vec::new();
-        move |(input, frontier), output| {
-            let _activation = activation(&operator, worker);
-            let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| {
-                if !results.is_empty() {
-                    output.session(cap).give_container(results);
-                }
-            };
-            let cut = checkpointer.as_ref().and_then(|c| c.pending());
-            input.for_each(|cap, data| {
-                let Some(cap) = cap.retain_least(0) else { return data.clear() };
-                if cut.is_some_and(|cut| *cap.time() >= cut) {
-                    stash.push((cap, std::mem::take(data)));
-                } else {
-                    state.absorb(&cap, data);
-                }
-            });
-            let frontier = frontier.frontier().first().copied();
-            let watermark = frontier.unwrap_or(Time::MAX);
-            // While a cut is pending the operator acts as if the watermark stood at the cut.
-            let until = watermark.min(cut.unwrap_or(Time::MAX));
-            state.advance(until, &agg, &late_updates, &mut emit);
-            state_gauge.update(|| state.sessions.values().map(Vec::len).sum());
-            let Some(c) = checkpointer.as_mut() else { return };
-            if cut.is_some_and(|cut| watermark >= cut) {
-                debug_assert!(state.pending.is_empty(), "partials left at a cut");
-                if let Err(error) = c.save(&state.snapshot()) {
-                    job.state.fail(error);
-                }
-                for (cap, mut data) in stash.drain(..) {
-                    state.absorb(&cap, &mut data);
-                }
-                state.advance(watermark, &agg, &late_updates, &mut emit);
-            }
-            if frontier.is_none() {
-                if let Err(error) = c.finish(&state.snapshot()) {
-                    job.state.fail(error);
-                }
-                checkpointer = None;
-            }
-        }
+    super::merge_phase(partials, name, |granularity, late_updates| Merge {
+        sessions: SessionStore::new(lateness, granularity),
+        agg,
+        late_updates,
+        record: PhantomData,
     })
+}
+
+/// Phase 2 as the stateful driver runs it.
+struct Merge<K, V, A: Aggregator<V>> {
+    sessions: SessionStore<K, A::Acc>,
+    agg: A,
+    late_updates: LateCounter,
+    record: PhantomData<fn(&V)>,
+}
+
+impl<K, V, A> KeyedState for Merge<K, V, A>
+where
+    K: Data + Hash + Eq,
+    V: 'static,
+    A: Aggregator<V>,
+{
+    type Output = WindowResult<K, A::Out>;
+    type Saved = SavedSessions<K, A::Acc>;
+    const VERSION: u32 = 1;
+
+    fn restore(&mut self, restore: Restore<Self::Saved>, initial: &Capability<Time>) {
+        self.sessions.restore(restore, initial);
+    }
+
+    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
+        let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| output.give(cap, results);
+        self.sessions.advance(frontiers[0], &self.agg, &self.late_updates, &mut emit);
+    }
+
+    fn snapshot(&self) -> Self::Saved {
+        debug_assert!(self.sessions.pending.is_empty(), "partials left at a cut");
+        self.sessions.snapshot()
+    }
+
+    fn entries(&self) -> usize {
+        self.sessions.sessions.values().map(Vec::len).sum()
+    }
+}
+
+impl<K, V, A> UnaryState for Merge<K, V, A>
+where
+    K: Data + Hash + Eq,
+    V: 'static,
+    A: Aggregator<V>,
+{
+    type Input = Partial<K, A::Acc>;
+
+    fn absorb(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<Self::Input>,
+        _output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        self.sessions.absorb(cap, data);
+    }
 }

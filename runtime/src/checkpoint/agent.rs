@@ -357,7 +357,11 @@ fn checkpoint_span(id: u64) -> tracing::Span {
 }
 
 /// Every participant's state for checkpoint `id` on `worker`, once all have one.
-fn collect(shared: &Checkpoints, worker: usize, id: u64) -> Option<Vec<(String, Vec<u8>)>> {
+pub(super) fn collect(
+    shared: &Checkpoints,
+    worker: usize,
+    id: u64,
+) -> Option<Vec<(String, Vec<u8>)>> {
     let participants = lock(&shared.slot(worker).participants);
     participants
         .iter()
@@ -370,12 +374,12 @@ fn collect(shared: &Checkpoints, worker: usize, id: u64) -> Option<Vec<(String, 
 }
 
 /// The participants' names on `worker`, in build order.
-fn names(shared: &Checkpoints, worker: usize) -> Vec<String> {
+pub(super) fn names(shared: &Checkpoints, worker: usize) -> Vec<String> {
     lock(&shared.slot(worker).participants).iter().map(|p| p.name.clone()).collect()
 }
 
 /// Schedules every participant on `worker`.
-fn wake(shared: &Checkpoints, worker: usize) {
+pub(super) fn wake(shared: &Checkpoints, worker: usize) {
     for p in lock(&shared.slot(worker).participants).iter() {
         let _ = p.activator.activate();
     }

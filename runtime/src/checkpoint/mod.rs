@@ -84,7 +84,9 @@ impl CheckpointConfig {
 /// 2: Kafka partition positions carry the spans a restored run had not re-read yet.
 /// 3: Kafka partition and file unit positions carry the split's largest event time (its
 /// watermark) at the position; a window key's count is the revision of its next result.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: a stateful operator's state is `(its own version, named struct)` (see
+/// [`crate::stateful::KeyedState::VERSION`]).
+pub const FORMAT_VERSION: u32 = 4;
 /// First bytes of every worker part file.
 const MAGIC: &[u8; 8] = b"TRIBCKPT";
 
@@ -297,6 +299,40 @@ impl Checkpoints {
     }
 }
 
+/// What the agent does for a checkpoint, for tests that drive participants without one.
+#[cfg(test)]
+impl Checkpoints {
+    /// Publishes checkpoint `id` at `cut` to `worker`'s participants (the agent's `Arm`).
+    pub(crate) fn arm(&self, worker: usize, id: u64, cut: Time) {
+        let slot = self.slot(worker);
+        slot.cut.store(cut, Ordering::Release);
+        slot.armed.store(id, Ordering::Release);
+        agent::wake(self, worker);
+    }
+
+    /// Writes every local worker's part of checkpoint `id` at `cut` and its manifest; every
+    /// participant must have saved for it.
+    pub(crate) fn complete(&self, id: u64, cut: Time) -> Result<()> {
+        let workers = self.slots.len();
+        for worker in self.first_worker..self.first_worker + workers {
+            let states = agent::collect(self, worker, id)
+                .ok_or_else(|| Error::Checkpoint(format!("worker {worker} has not saved")))?;
+            self.write_part(id, worker, states)?;
+        }
+        self.write_manifest(&Manifest {
+            format: FORMAT_VERSION,
+            job: self.job.clone(),
+            id,
+            cut,
+            last: false,
+            workers,
+            participants: agent::names(self, self.first_worker),
+            bytes: 0,
+            duration_ms: 0,
+        })
+    }
+}
+
 /// The latest complete checkpoint of `job`: the highest-numbered directory with a manifest.
 fn latest(store: &dyn CheckpointStore, job: &str) -> Result<Option<Manifest>> {
     let names =
@@ -363,8 +399,17 @@ pub struct Restore<S> {
     pub cut: Time,
     /// The participant's saved states: its own when the job has as many workers as the run
     /// that wrote the checkpoint, every old worker's otherwise (rescaling: keep the entries
-    /// this worker owns, see [`Checkpointer::owns`]).
+    /// this worker owns, see [`Restore::owns`]).
     pub states: Vec<S>,
+    worker: usize,
+    peers: usize,
+}
+
+impl<S> Restore<S> {
+    /// Whether this worker owns the keyed entry with `hash` (as routed by `Exchange`).
+    pub fn owns(&self, hash: u64) -> bool {
+        route(hash, self.peers) == self.worker
+    }
 }
 
 /// One stateful operator's (or source's, or sink's) handle on the job's checkpoints.
@@ -480,6 +525,11 @@ impl Checkpointer {
     /// This participant's state in the checkpoint the job restarts from; `None` on a fresh
     /// start. Fails if the checkpoint was written by a different graph.
     pub fn restore<S: DeserializeOwned>(&self) -> Result<Option<Restore<S>>> {
+        self.restore_with(decode)
+    }
+
+    /// [`Checkpointer::restore`] with each saved part read by `read`.
+    pub fn restore_with<S>(&self, read: impl Fn(&[u8]) -> Result<S>) -> Result<Option<Restore<S>>> {
         let Some(restored) = &self.shared.restored else { return Ok(None) };
         let manifest = &restored.manifest;
         match manifest.participants.get(self.index) {
@@ -503,9 +553,9 @@ impl Checkpointer {
             let (_, bytes) = part.states.get(self.index).ok_or_else(|| {
                 Error::Checkpoint(format!("worker {old}'s part lacks `{}`", self.name))
             })?;
-            states.push(decode(bytes)?);
+            states.push(read(bytes)?);
         }
-        Ok(Some(Restore { cut: manifest.cut, states }))
+        Ok(Some(Restore { cut: manifest.cut, states, worker: self.worker, peers: self.peers }))
     }
 }
 

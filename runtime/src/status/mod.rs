@@ -110,7 +110,7 @@ impl LateCounter {
 /// The state an operator keeps on one worker, in entries (keys × windows for window
 /// aggregates, stored records for joins): a gauge ([`crate::metrics::STATE_ENTRIES`]) and a
 /// column of the status page. Counting may walk the state, so [`StateGauge::update`] does it
-/// at most once per [`REPORT_EVERY`].
+/// at most once per [`STATUS_EVERY`].
 #[derive(Debug)]
 pub struct StateGauge {
     gauge: metrics::Gauge,
@@ -131,10 +131,10 @@ impl StateGauge {
         StateGauge { gauge, status, operator: operator.to_owned(), worker, at: None }
     }
 
-    /// Sets the gauge to `entries()`, unless it was set less than [`REPORT_EVERY`] ago.
+    /// Sets the gauge to `entries()`, unless it was set less than [`STATUS_EVERY`] ago.
     pub fn update(&mut self, entries: impl FnOnce() -> usize) {
         let now = Instant::now();
-        if self.at.is_some_and(|at| now - at < REPORT_EVERY) {
+        if self.at.is_some_and(|at| now - at < STATUS_EVERY) {
             return;
         }
         self.at = Some(now);
@@ -629,7 +629,7 @@ pub struct Reporter {
 }
 
 /// How often the reporter takes a snapshot.
-pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 impl Reporter {
     /// Starts the reporter thread for `status`; `progress` draws the line on stderr.
@@ -647,7 +647,7 @@ impl Reporter {
                         progress.draw(&snapshot);
                     }
                     previous = Some(snapshot);
-                    match stopped.recv_timeout(REPORT_EVERY) {
+                    match stopped.recv_timeout(STATUS_EVERY) {
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         _ => break,
                     }
