@@ -85,7 +85,7 @@ impl<'scope, K: Data + Hash + Eq, V: Data + Timestamped> Keyed<'scope, K, V> {
             agg,
             record: PhantomData,
         };
-        stateful::unary(partials, exchange, "keyed-aggregate", state).0
+        stateful::unary(partials, exchange, "keyed-aggregate", state)
     }
 }
 

@@ -15,8 +15,8 @@
 //!    the keys this worker owns ([`Restore::owns`]) and holds capabilities for what it will
 //!    emit at the cut or later. A checkpoint that cannot be read, or whose state has another
 //!    [`KeyedState::VERSION`], stops the job.
-//! 2. **Absorb.** Each input batch first loses its too-late records (when the logic
-//!    [splits](UnaryState::split_late) them) to the late output. While a checkpoint is pending
+//! 2. **Absorb.** Each input batch of a binary operator first loses its too-late records
+//!    (when the logic [splits](BinaryState::split_late_left) them) to the late output. While a checkpoint is pending
 //!    at cut `c`, batches at times `>= c` are stashed; the others go to `absorb`.
 //! 3. **Advance.** The logic advances to each input's frontier, limited to `c` while the
 //!    checkpoint is pending: it acts as if the frontier stood at the cut.
@@ -87,8 +87,6 @@ pub trait KeyedState: 'static {
 pub trait UnaryState: KeyedState {
     /// The records of the input.
     type Input: Data;
-    /// Whether [`UnaryState::split_late`] may move records (and the operator counts them).
-    const SPLITS_LATE: bool = false;
 
     /// Folds in a batch read at `cap`'s time (below any pending cut), emitting what it can.
     fn absorb(
@@ -97,16 +95,6 @@ pub trait UnaryState: KeyedState {
         data: &mut Vec<Self::Input>,
         output: &mut Emitter<'_, '_, Self::Output>,
     );
-
-    /// Moves the records of a batch read at `time` that are too late for the operator to
-    /// `late`, before the batch is absorbed or stashed.
-    fn split_late(
-        &mut self,
-        _time: Time,
-        _data: &mut Vec<Self::Input>,
-        _late: &mut Vec<Self::Input>,
-    ) {
-    }
 }
 
 /// A [`KeyedState`] with two inputs.
@@ -134,8 +122,8 @@ pub trait BinaryState: KeyedState {
         output: &mut Emitter<'_, '_, Self::Output>,
     );
 
-    /// Splits the too-late records off a batch of the first input; see
-    /// [`UnaryState::split_late`].
+    /// Moves the records of a batch of the first input read at `time` that are too late for
+    /// the operator to `late`, before the batch is absorbed or stashed.
     fn split_late_left(
         &mut self,
         _time: Time,
@@ -315,16 +303,15 @@ impl<D: Data> Input<D> {
         cut: Option<Time>,
         cap: InputCapability<Time>,
         data: &mut Vec<D>,
-        split: Option<Split<S, D>>,
+        split: Option<(Split<S, D>, &mut LateOutput<'_, D>)>,
         absorb: Absorb<S, D>,
         output: &mut Emitter<'_, '_, S::Output>,
-        late_output: &mut LateOutput<'_, D>,
     ) {
         let (Some(state), Some(held)) = (protocol.state.as_mut(), cap.retain_least(0)) else {
             return data.clear();
         };
         let time = *held.time();
-        if let Some(split) = split {
+        if let Some((split, late_output)) = split {
             split(state, time, data, &mut self.too_late);
             if !self.too_late.is_empty() {
                 if let Some(counter) = &protocol.late {
@@ -358,14 +345,13 @@ impl<D: Data> Input<D> {
 
 /// Runs `state` as the operator `name` on `input`, routed by `pact` (an exchange by key).
 /// `name` is the operator's name in timely, its checkpoint participant, tracing span, state
-/// gauge and late counter: it must be the same on every run of the job. Returns the output and
-/// the records too late for the operator.
+/// gauge: it must be the same on every run of the job.
 pub fn unary<'scope, S, P>(
     input: Events<'scope, S::Input>,
     pact: P,
     name: &str,
     state: S,
-) -> (Events<'scope, S::Output>, Events<'scope, S::Input>)
+) -> Events<'scope, S::Output>
 where
     S: UnaryState,
     P: ParallelizationContract<Time, Vec<S::Input>>,
@@ -374,12 +360,9 @@ where
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
     let mut input_handle = builder.new_input(input, pact);
     let (out, results) = builder.new_output();
-    let (late_out, late) = builder.new_output();
     let mut out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(out);
-    let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(late_out);
     let address = builder.operator_info().address;
-    let mut protocol = Protocol::new(&scope, name, &address, state, S::SPLITS_LATE);
-    let split = S::SPLITS_LATE.then_some(S::split_late as Split<S, _>);
+    let mut protocol = Protocol::new(&scope, name, &address, state, false);
     let worker = scope.index();
     builder.build(move |mut capabilities| {
         protocol.restore(&capabilities[0]);
@@ -389,10 +372,9 @@ where
             let _activation = activation(&protocol.name, worker);
             let mut out = out.activate();
             let mut out = Emitter { session: &mut out };
-            let mut late_out = late_out.activate();
             let cut = protocol.cut();
             input_handle.for_each(|cap, data| {
-                input.read(&mut protocol, cut, cap, data, split, S::absorb, &mut out, &mut late_out)
+                input.read(&mut protocol, cut, cap, data, None, S::absorb, &mut out)
             });
             let frontier = frontiers[0].frontier().first().copied();
             protocol.settle([frontier], cut, &mut out, |state, out| {
@@ -403,7 +385,7 @@ where
             }
         }
     });
-    (results, late)
+    results
 }
 
 /// A binary operator's output and the too-late records of each input.
@@ -454,30 +436,12 @@ where
             let mut late_right_out = late_right_out.activate();
             let cut = protocol.cut();
             left_handle.for_each(|cap, data| {
-                let absorb = S::absorb_left;
-                left.read(
-                    &mut protocol,
-                    cut,
-                    cap,
-                    data,
-                    split_left,
-                    absorb,
-                    &mut out,
-                    &mut late_left_out,
-                )
+                let split = split_left.map(|split| (split, &mut late_left_out));
+                left.read(&mut protocol, cut, cap, data, split, S::absorb_left, &mut out)
             });
             right_handle.for_each(|cap, data| {
-                let absorb = S::absorb_right;
-                right.read(
-                    &mut protocol,
-                    cut,
-                    cap,
-                    data,
-                    split_right,
-                    absorb,
-                    &mut out,
-                    &mut late_right_out,
-                )
+                let split = split_right.map(|split| (split, &mut late_right_out));
+                right.read(&mut protocol, cut, cap, data, split, S::absorb_right, &mut out)
             });
             let frontier = |i: usize| frontiers[i].frontier().first().copied();
             protocol.settle([frontier(0), frontier(1)], cut, &mut out, |state, out| {
@@ -666,7 +630,7 @@ mod tests {
                 let output = if two_inputs {
                     binary(left, right, (exchange(), exchange()), "counts", Counts::<V>::new()).0
                 } else {
-                    unary(left.concat(right), exchange(), "counts", Counts::<V>::new()).0
+                    unary(left.concat(right), exchange(), "counts", Counts::<V>::new())
                 };
                 output
                     .inspect_core(move |event| {

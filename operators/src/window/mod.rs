@@ -101,7 +101,7 @@ where
     let (operator, late_updates) = instrument(&scope, "window-aggregate", name, metric);
     let exchange = Exchange::new(|(k, _, _): &aggregate::Partial<K, Acc>| crate::key_hash(k));
     let state = make(tributary_runtime::job_context(&scope).granularity, late_updates);
-    tributary_runtime::stateful::unary(partials, exchange, &operator, state).0
+    tributary_runtime::stateful::unary(partials, exchange, &operator, state)
 }
 
 /// A stream of `T` with the keyed records that were too late for every window.
