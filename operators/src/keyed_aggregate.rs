@@ -15,7 +15,7 @@ use tributary_runtime::{Data, EventTime, Events, Time, Timestamped};
 
 use crate::aggregate::{Aggregator, SavedKey};
 use crate::key_by::{key_hash, Keyed};
-use crate::window::aggregate::{combine, Partial, Waiting};
+use crate::window::aggregate::{combine, wait, Partial, Waiting};
 use crate::window::Global;
 
 /// A key's aggregate after an update. `revision` counts the updates of the key (0 first).
@@ -182,8 +182,6 @@ where
         data: &mut Vec<Self::Input>,
         _output: &mut Emitter<'_, '_, Self::Output>,
     ) {
-        let (_, partials) =
-            self.pending.entry(*cap.time()).or_insert_with(|| (cap.clone(), Vec::new()));
-        partials.append(data);
+        wait(&mut self.pending, cap, data);
     }
 }

@@ -48,6 +48,16 @@ pub(crate) type Partial<K, Acc> = (K, Window, Acc);
 /// Partials waiting for the frontier to pass their time, by time, with a capability for it.
 pub(crate) type Waiting<K, Acc> = BTreeMap<Time, (Capability<Time>, Vec<Partial<K, Acc>>)>;
 
+/// Puts a batch of partials read at `cap` among those waiting for the frontier.
+pub(crate) fn wait<K, Acc>(
+    waiting: &mut Waiting<K, Acc>,
+    cap: &Capability<Time>,
+    data: &mut Vec<Partial<K, Acc>>,
+) {
+    let (_, partials) = waiting.entry(*cap.time()).or_insert_with(|| (cap.clone(), Vec::new()));
+    partials.append(data);
+}
+
 pub(super) fn window_aggregate<'scope, K, V, W, A>(
     input: Events<'scope, (K, V)>,
     assigner: W,

@@ -16,8 +16,13 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use tributary_runtime::stateful::{self, UnaryState};
+use tributary_runtime::status::LateCounter;
 use tributary_runtime::time::millis;
-use tributary_runtime::{Data, EventTime, Events, Timestamped};
+use tributary_runtime::{
+    job_context, metrics as m, Data, EventTime, Events, Granularity, Timestamped,
+};
 
 pub use assigner::{Global, Sliding, Tumbling, WindowAssigner};
 pub use session::{SessionWindowed, Sessions};
@@ -74,12 +79,11 @@ pub(crate) fn instrument(
     phase: &str,
     name: &str,
     metric: &'static str,
-) -> (String, tributary_runtime::status::LateCounter) {
-    use tributary_runtime::metrics as m;
+) -> (String, LateCounter) {
     let operator = format!("{phase}:{name}");
     let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
-    let status = tributary_runtime::job_context(scope).status;
-    (operator, tributary_runtime::status::LateCounter::new(status, metric, &labels))
+    let status = job_context(scope).status;
+    (operator, LateCounter::new(status, metric, &labels))
 }
 
 /// Phase 2 of a windowed aggregation (`window-aggregate:<name>`): the partials, exchanged by
@@ -88,20 +92,18 @@ pub(crate) fn instrument(
 pub(crate) fn merge_phase<'scope, K, Acc, S>(
     partials: Events<'scope, aggregate::Partial<K, Acc>>,
     name: &str,
-    make: impl FnOnce(tributary_runtime::Granularity, tributary_runtime::status::LateCounter) -> S,
+    make: impl FnOnce(Granularity, LateCounter) -> S,
 ) -> Events<'scope, S::Output>
 where
     K: Data + Hash,
     Acc: Data,
-    S: tributary_runtime::stateful::UnaryState<Input = aggregate::Partial<K, Acc>>,
+    S: UnaryState<Input = aggregate::Partial<K, Acc>>,
 {
-    use timely::dataflow::channels::pact::Exchange;
     let scope = partials.scope();
-    let metric = tributary_runtime::metrics::LATE_UPDATES;
-    let (operator, late_updates) = instrument(&scope, "window-aggregate", name, metric);
+    let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
     let exchange = Exchange::new(|(k, _, _): &aggregate::Partial<K, Acc>| crate::key_hash(k));
-    let state = make(tributary_runtime::job_context(&scope).granularity, late_updates);
-    tributary_runtime::stateful::unary(partials, exchange, &operator, state)
+    let state = make(job_context(&scope).granularity, late_updates);
+    stateful::unary(partials, exchange, &operator, state)
 }
 
 /// A stream of `T` with the keyed records that were too late for every window.

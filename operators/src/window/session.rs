@@ -43,7 +43,7 @@ use tributary_runtime::{job_context, Data, Events, Granularity, Time, Timestampe
 use super::{instrument, Window, WindowResult, Windowed, Windowing, WithLate};
 use crate::aggregate::Aggregator;
 use crate::key_by::{key_hash, Keyed};
-use crate::window::aggregate::{Partial, Waiting};
+use crate::window::aggregate::{wait, Partial, Waiting};
 
 /// Session windows with a gap: the [`Windowing`] of [`Keyed::session_window`].
 #[derive(Debug, Clone, Copy)]
@@ -270,8 +270,7 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
     /// record can join a session to one that fired, and whether a later batch finds the
     /// session fired would then depend on which came first.)
     fn absorb(&mut self, cap: &Capability<Time>, data: &mut Vec<Partial<K, Acc>>) {
-        let pending = self.pending.entry(*cap.time()).or_insert_with(|| (cap.clone(), Vec::new()));
-        pending.1.append(data);
+        wait(&mut self.pending, cap, data);
     }
 
     /// Merges a partial session read at `cap` into its key's sessions, scheduling the result
