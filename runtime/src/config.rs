@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointConfig;
 use crate::error::ConfigError;
+use crate::logging::{self, LogFormat, LogSettings};
 use crate::time::{Granularity, HumanDuration};
 
 /// The flags every job binary accepts.
@@ -60,17 +61,6 @@ pub struct RunArgs {
     /// Overrides any configuration key, e.g. `--set job.readings.devices=50` (repeatable).
     #[arg(long = "set", short = 'D', value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-}
-
-/// Log output format.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// When a job draws its progress line and prints its summary on stderr.
@@ -164,6 +154,16 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// What the job's `tracing` subscriber is made of.
+    pub fn log_settings(&self) -> LogSettings<'_> {
+        LogSettings {
+            filter: &self.log,
+            format: self.log_format,
+            otlp_endpoint: self.otlp_endpoint.as_deref(),
+            process_id: self.process_id,
+        }
+    }
+
     /// Total number of workers in the job.
     pub fn total_workers(&self) -> usize {
         self.workers * self.processes
@@ -192,7 +192,7 @@ impl RuntimeConfig {
                 .map_err(|e| ConfigError::new("runtime.metrics_addr", e))?;
         }
         if let Some(endpoint) = &self.otlp_endpoint {
-            crate::logging::check_otlp_endpoint(endpoint)
+            logging::check_otlp_endpoint(endpoint)
                 .map_err(|e| ConfigError::new("runtime.otlp_endpoint", e))?;
         }
         self.checkpoint.validate()?;

@@ -27,10 +27,9 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
 use timely::dataflow::Scope;
-use timely::logging::MessagesEvent;
-use timely::worker::Worker;
 
 use crate::metrics as m;
+use crate::status::Traffic;
 use crate::time::Time;
 
 /// The default of `runtime.max_in_flight`: about 100 MB of 100-byte records, and far above
@@ -39,59 +38,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: u64 = 1_000_000;
 
 /// How often a controller tells the others its counts, at most.
 const COUNTS_EVERY: Duration = Duration::from_millis(5);
-
-/// Records this worker pushed to other workers and pulled from them, as timely logged them
-/// (the log is flushed at the end of every worker step).
-#[derive(Debug, Default)]
-struct Counts {
-    sent: Cell<i64>,
-    received: Cell<i64>,
-}
-
-impl Counts {
-    fn balance(&self) -> i64 {
-        self.sent.get() - self.received.get()
-    }
-}
-
-/// One worker's view of the records in flight between workers, read from timely's message
-/// log. Made by [`Traffic::watch`] before the worker builds its dataflow, and handed to the
-/// [`Flow`](crate::Flow) with [`Flow::limit_in_flight`](crate::Flow::limit_in_flight).
-#[derive(Debug, Clone)]
-pub struct Traffic {
-    counts: Rc<Counts>,
-    peak: Rc<Cell<i64>>,
-}
-
-impl Traffic {
-    /// Starts counting the records this worker exchanges with others. Call it before
-    /// `worker.dataflow(...)`: timely's channels take their logger when they are built.
-    /// Returns `None` for a job of one worker (nothing travels between workers) and when the
-    /// worker has no logging.
-    ///
-    /// It takes timely's `"timely"` logger slot, replacing any logger there.
-    pub fn watch(worker: &mut Worker) -> Option<Traffic> {
-        crate::status::watch(worker, true, None)
-    }
-
-    /// A worker's counts, fed by [`crate::status::watch`].
-    pub(crate) fn new() -> Traffic {
-        Traffic { counts: Rc::new(Counts::default()), peak: Rc::new(Cell::new(0)) }
-    }
-
-    /// Counts one logged message if it went to or came from another worker.
-    pub(crate) fn observe(&self, message: &MessagesEvent) {
-        if message.source != message.target {
-            let count = if message.is_send { &self.counts.sent } else { &self.counts.received };
-            count.set(count.get() + message.record_count);
-        }
-    }
-
-    /// The most records this worker's sources saw in flight between all workers at once.
-    pub fn peak_in_flight(&self) -> i64 {
-        self.peak.get()
-    }
-}
 
 /// Whether this worker's sources must pause, and how many of them are still running. Every
 /// source driver of the worker holds one; the controller keeps it told of the other workers.
@@ -116,8 +62,8 @@ impl Throttle {
         let state = &*self.0;
         let traffic = state.traffic.borrow();
         let Some((traffic, limit)) = traffic.as_ref() else { return false };
-        let in_flight = state.others.get() + traffic.counts.balance();
-        traffic.peak.set(traffic.peak.get().max(in_flight));
+        let in_flight = state.others.get() + traffic.balance();
+        traffic.saw_in_flight(in_flight);
         let hold = if state.hold.get() { in_flight > limit / 2 } else { in_flight > *limit };
         if hold && !state.hold.get() {
             state.pauses.set(state.pauses.get() + 1);
@@ -196,11 +142,10 @@ pub(crate) fn build_controller(
             let Some(held) = cap.as_ref() else { return };
             let state = &throttle.0;
             let running = state.running.get() > 0;
-            let counts = &traffic.counts;
             let mine = Report {
                 worker: me as u32,
-                sent: counts.sent.get(),
-                received: counts.received.get(),
+                sent: traffic.sent(),
+                received: traffic.received(),
                 running,
             };
             heard[me] = None;
@@ -214,7 +159,7 @@ pub(crate) fn build_controller(
                 output.activate().session(held).give(mine);
                 last = Some((mine, now));
             }
-            in_flight_gauge.set((others + counts.balance()) as f64);
+            in_flight_gauge.set((others + traffic.balance()) as f64);
             pauses_counter.increment(state.pauses.get() - pauses);
             pauses = state.pauses.get();
 
@@ -228,7 +173,7 @@ pub(crate) fn build_controller(
                     tracing::info!(
                         worker = me,
                         pauses,
-                        peak_in_flight = traffic.peak.get(),
+                        peak_in_flight = traffic.peak_in_flight(),
                         limit,
                         "flow control paused the sources"
                     );

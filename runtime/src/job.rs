@@ -15,8 +15,9 @@ use timely::communication::{Config as Communication, Hooks};
 
 use crate::cluster;
 use crate::config::{Config, ProgressMode, RunArgs};
+use crate::context::{JobContext, JobState};
 use crate::error::{ConfigError, Error, Result};
-use crate::flow::{Flow, JobContext, JobState};
+use crate::flow::Flow;
 use crate::logging;
 use crate::status::{self, Progress, Reporter, Summary};
 use crate::time::Time;
@@ -112,7 +113,7 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
         B: Fn(&mut Flow<'_>) + Send + Sync + 'static,
     {
         let config = Config::<C>::load(args)?;
-        let _log = logging::init(&config.runtime, &self.name)?;
+        let _log = logging::init(config.runtime.log_settings(), &self.name)?;
         let runtime = &config.runtime;
         let mut context = JobContext::new(&self.name, runtime.granularity)
             .with_watermarks(runtime.watermarks)

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod dead_letter;
 pub mod error;
 pub mod flow;
@@ -22,16 +23,18 @@ pub mod status;
 pub mod time;
 
 pub use checkpoint::{CheckpointConfig, Checkpointer};
-pub use config::{Config, LogFormat, RunArgs, RuntimeConfig, WatermarkConfig};
+pub use config::{Config, RunArgs, RuntimeConfig, WatermarkConfig};
+pub use context::{job_context, Data, Events, JobContext, JobState};
 pub use dead_letter::DeadLetter;
 pub use error::{ConfigError, Error, Result};
-pub use flow::{job_context, Data, Events, Flow, JobContext, JobState};
-pub use flow_control::Traffic;
+pub use flow::Flow;
 pub use job::{Job, EXIT_CONFIG, EXIT_FAILURE};
+pub use logging::LogFormat;
 pub use sink::{Sink, SinkContext, SinkExt, SinkWriter};
 pub use source::{
     source_error, Emitter, Ingested, IngestionTime, Poll, Source, SourceContext, SourceReader,
 };
+pub use status::Traffic;
 pub use time::{EventTime, Granularity, HumanDuration, Time, Timestamped};
 
 /// Re-exported so that jobs and connectors use the same timely as the runtime.

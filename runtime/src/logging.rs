@@ -3,11 +3,12 @@
 
 use std::io::IsTerminal;
 
+use serde::{Deserialize, Serialize};
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::{LogFormat, RuntimeConfig};
 use crate::error::ConfigError;
 
 /// A layer of the process's subscriber.
@@ -32,26 +33,50 @@ impl Drop for LogGuard {
     }
 }
 
+/// Log output format.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What [`init`] installs, from the `runtime.*` configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSettings<'a> {
+    /// `runtime.log`: a `tracing` filter (`info`, `tributary=debug,warn`).
+    pub filter: &'a str,
+    /// `runtime.log_format`.
+    pub format: LogFormat,
+    /// `runtime.otlp_endpoint`: where spans are exported over OTLP, if anywhere.
+    pub otlp_endpoint: Option<&'a str>,
+    /// This process's index in the cluster, a resource attribute of exported spans.
+    pub process_id: usize,
+}
+
 /// Installs the global `tracing` subscriber for job `job`. `RUST_LOG`, when set, wins over
 /// the configured filter. Calling it twice is harmless (the second call changes nothing and
 /// exports nothing).
-pub fn init(config: &RuntimeConfig, job: &str) -> Result<LogGuard, ConfigError> {
+pub fn init(config: LogSettings<'_>, job: &str) -> Result<LogGuard, ConfigError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec)
             .map_err(|e| ConfigError::new("RUST_LOG", format!("`{spec}`: {e}")))?,
-        _ => EnvFilter::try_new(&config.log)
-            .map_err(|e| ConfigError::new("runtime.log", format!("`{}`: {e}", config.log)))?,
+        _ => EnvFilter::try_new(config.filter)
+            .map_err(|e| ConfigError::new("runtime.log", format!("`{}`: {e}", config.filter)))?,
     };
     // Colours only for a person at a terminal (not in files, pipes or `tributary run`).
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer().with_writer(Stderr).with_ansi(ansi);
-    let fmt: BoxedLayer = match config.log_format {
+    let fmt: BoxedLayer = match config.format {
         LogFormat::Text => fmt.with_target(false).boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).boxed(),
     };
     let mut guard = LogGuard::default();
     let mut layers = vec![fmt];
-    if let Some(endpoint) = &config.otlp_endpoint {
+    if let Some(endpoint) = config.otlp_endpoint {
         layers.push(otlp_layer(endpoint, job, config.process_id, &mut guard)?);
     }
     // An error only means a subscriber is already installed (tests, embedding programs).

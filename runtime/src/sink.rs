@@ -8,8 +8,8 @@ use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 
 use crate::checkpoint::Checkpointer;
+use crate::context::{job_context, Data, Events, JobState};
 use crate::error::Result;
-use crate::flow::{job_context, Data, Events, JobState};
 use crate::metrics as m;
 use crate::status::Status;
 use crate::time::Time;
@@ -141,7 +141,7 @@ impl<D: Data> SinkExt<D> for Events<'_, D> {
         // No records leave a sink; its output only holds a capability, which keeps the
         // dataflow running until the last checkpoint has made the output visible.
         let (_, _) = builder.new_output::<Vec<()>>();
-        let checkpointer = Checkpointer::register(&scope, &name, &info.address);
+        let checkpointer = job.checkpointer(&scope, &name, &info.address);
         let worker = ctx.worker_index;
         let writer = sink.writer(&ctx);
 

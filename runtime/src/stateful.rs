@@ -44,8 +44,8 @@ use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::checkpoint::{decode, Checkpointer, Restore, Stash};
+use crate::context::{job_context, Data, Events, JobState};
 use crate::error::{Error, Result};
-use crate::flow::{job_context, Data, Events, JobState};
 use crate::logging::activation;
 use crate::metrics as m;
 use crate::status::{LateCounter, StateGauge};
@@ -181,7 +181,7 @@ impl<S: KeyedState> Protocol<S> {
         Protocol {
             name: name.to_owned(),
             state: Some(state),
-            checkpointer: Checkpointer::register(scope, name, address),
+            checkpointer: job.checkpointer(scope, name, address),
             gauge: StateGauge::new(Arc::clone(&job.status), name, scope.index()),
             late: late_counter(scope, name, splits_late),
             job: job.state,
@@ -471,7 +471,7 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::{CheckpointConfig, Checkpoints, LocalDir};
-    use crate::flow::JobContext;
+    use crate::context::JobContext;
     use crate::time::Granularity;
 
     /// The trivial state the protocol is tested with: each key's weight so far, emitted for

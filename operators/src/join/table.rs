@@ -47,7 +47,7 @@ use tributary_runtime::checkpoint::Stash;
 use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
 use tributary_runtime::time::millis;
-use tributary_runtime::{job_context, Checkpointer, Data, EventTime, Events, Time, Timestamped};
+use tributary_runtime::{job_context, Data, EventTime, Events, Time, Timestamped};
 
 use super::{too_late, Enriched, HeldCapabilities};
 use crate::key_by::Keyed;
@@ -186,7 +186,7 @@ fn checkpoint_table<K, V>(
     let mut input = builder.new_input(arranged.stream.clone(), Pipeline);
     let name = name.to_owned();
     builder.build(move |_capabilities| {
-        let mut checkpointer = Checkpointer::register(&scope, &name, &address);
+        let mut checkpointer = job.checkpointer(&scope, &name, &address);
         if let Some(c) = &checkpointer {
             match c.restore::<Vec<Upsert<K, V>>>() {
                 Ok(Some(restore)) => restored.borrow_mut().extend(
@@ -473,7 +473,7 @@ where
     builder.build(move |_capabilities| {
         // It keeps no state across a checkpoint: it saves once every record below the cut has
         // been joined and sent, and holds the records at or after the cut back until then.
-        let mut checkpointer = Checkpointer::register(&scope, &operator, &info.address);
+        let mut checkpointer = job.checkpointer(&scope, &operator, &info.address);
         if let Some(Err(error)) = checkpointer.as_ref().map(|c| c.restore::<()>()) {
             job.state.fail(error);
         }

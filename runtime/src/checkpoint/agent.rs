@@ -33,7 +33,7 @@ use timely::dataflow::operators::{ConnectLoop, Feedback};
 use timely::dataflow::{Scope, StreamVec};
 
 use super::{lock, Checkpoints, Manifest, FORMAT_VERSION};
-use crate::flow::JobContext;
+use crate::context::JobContext;
 use crate::metrics as m;
 use crate::time::Time;
 

@@ -425,14 +425,15 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Registers a participant named `name` (operator name; it must be the same on every
-    /// run of the job) on the worker running `scope`, woken through the operator at
-    /// `address`. `None` when the job takes no checkpoints.
+    /// run of the job) in the process's checkpoints `shared`, on the worker running `scope`,
+    /// woken through the operator at `address`. Operators call it through
+    /// [`JobContext::checkpointer`](crate::JobContext::checkpointer).
     pub fn register(
+        shared: Arc<Checkpoints>,
         scope: &timely::dataflow::Scope<'_, Time>,
         name: &str,
         address: &[usize],
-    ) -> Option<Checkpointer> {
-        let shared = crate::flow::job_context(scope).checkpoints?;
+    ) -> Checkpointer {
         let worker = scope.index();
         let activator = scope.worker().sync_activator_for(address.to_vec());
         let mut participants = lock(&shared.slot(worker).participants);
@@ -444,14 +445,14 @@ impl Checkpointer {
             activator,
         });
         drop(participants);
-        Some(Checkpointer {
+        Checkpointer {
             worker,
             peers: scope.peers(),
             index,
             name: name.to_owned(),
             saved: 0,
             shared,
-        })
+        }
     }
 
     fn slot(&self) -> &WorkerSlot {

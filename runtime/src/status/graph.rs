@@ -8,8 +8,7 @@ use std::time::Duration;
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use timely::worker::Worker;
 
-use super::{EdgeStatus, OperatorStatus, Snapshot, Status};
-use crate::flow_control::Traffic;
+use super::{EdgeStatus, OperatorStatus, Snapshot, Status, Traffic};
 use crate::metrics as m;
 
 /// How often a worker publishes its counts into the process's [`Status`], at most.

@@ -9,6 +9,7 @@
 
 mod graph;
 mod progress;
+mod traffic;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ pub use graph::watch;
 pub(crate) use graph::WorkerGraph;
 pub(crate) use progress::clear_line;
 pub use progress::{Progress, Summary};
+pub use traffic::Traffic;
 
 use crate::time::Time;
 
