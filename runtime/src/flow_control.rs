@@ -4,7 +4,7 @@
 //! falls behind (a hot key, a slow sink, a busy host) lets every other worker's records pile
 //! up in its queues. Every worker counts the records it pushed to another worker and the
 //! records it pulled from another worker, from timely's own message log
-//! ([`MessagesEvent`]), so every channel counts, ours, differential's and the user's. A
+//! ([`MessagesEvent`](timely::logging::MessagesEvent)), so every channel counts, ours, differential's and the user's. A
 //! controller per worker shares its counts with the others over a feedback loop; the job's
 //! records in flight are the sum of what was sent minus what was received. Above
 //! `runtime.max_in_flight` every source of the worker pauses between two polls (a Kafka
