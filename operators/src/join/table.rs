@@ -20,9 +20,10 @@
 //! With [`TableJoin::latest`], records are joined at once with the table as it is now
 //! (processing-time lookup, like Flink's lookup join) and nothing is held back.
 //!
-//! Both take part in checkpoints: the table's versions below a cut are saved as upserts and
-//! replayed at their times on a restore; the lookup saves once everything below the cut has
-//! been joined (docs/architecture.md, "Checkpoints").
+//! Both run on the runtime's stateful driver and take part in checkpoints: the table's
+//! versions below a cut are saved as upserts and replayed at their times on a restore; the
+//! lookup saves the records still waiting for the table (docs/architecture.md,
+//! "Checkpoints").
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -39,15 +40,16 @@ use differential_dataflow::trace::TraceReader;
 use differential_dataflow::Hashable;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
 use timely::progress::Antichain;
-use tributary_runtime::checkpoint::Stash;
+use tributary_runtime::checkpoint::Restore;
 use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
+use tributary_runtime::stateful::{self, BinaryState, Emitter, KeyedState, UnaryState};
 use tributary_runtime::time::millis;
-use tributary_runtime::{job_context, Data, EventTime, Events, Time, Timestamped};
+use tributary_runtime::{job_context, Data, EventTime, Events, Granularity, Time, Timestamped};
 
 use super::{too_late, Enriched, HeldCapabilities};
 use crate::key_by::Keyed;
@@ -159,12 +161,12 @@ where
     }
 }
 
-/// Makes a table take part in the job's checkpoints (if it takes any): an operator reading
-/// the arrangement saves, once its frontier has passed a checkpoint's cut, the table's
-/// versions below the cut as upserts, and on a restore hands them to the table's first
-/// operator. While a cut is pending it holds the arrangement's compaction below the cut less
-/// the lookups' lateness, so that the versions a restored lookup may read are still there to
-/// save.
+/// Makes a table take part in the job's checkpoints (if it takes any): an operator on the
+/// stateful driver reads the arrangement's frontier and, at a checkpoint's cut, saves the
+/// table's versions below the cut as upserts; on a restore it hands them to the table's
+/// first operator. Its frontier is limited to a pending cut, so it holds the arrangement's
+/// compaction at the cut less the lookups' lateness: the versions a restored lookup may read
+/// are still there to save.
 fn checkpoint_table<K, V>(
     arranged: &Arranged<'_, TableTrace<K, V>>,
     name: &str,
@@ -174,61 +176,99 @@ fn checkpoint_table<K, V>(
     K: Data + Hash + Ord + Debug,
     V: Data + Ord + Debug,
 {
-    let scope = arranged.stream.scope();
-    let job = job_context(&scope);
-    if job.checkpoints.is_none() {
+    if job_context(&arranged.stream.scope()).checkpoints.is_none() {
         return;
     }
-    let mut trace = Some(arranged.trace.clone());
-    let history = Rc::clone(history);
-    let mut builder = OperatorBuilder::new(name.to_owned(), scope);
-    let address = builder.operator_info().address;
-    let mut input = builder.new_input(arranged.stream.clone(), Pipeline);
-    let name = name.to_owned();
-    builder.build(move |_capabilities| {
-        let mut checkpointer = job.checkpointer(&scope, &name, &address);
-        if let Some(c) = &checkpointer {
-            match c.restore::<Vec<Upsert<K, V>>>() {
-                Ok(Some(restore)) => restored.borrow_mut().extend(
-                    restore.states.into_iter().flatten().filter(|(k, _, _)| c.owns(k.hashed())),
-                ),
-                Ok(None) => {}
-                Err(error) => job.state.fail(error),
-            }
+    let state = TableCheckpoint {
+        trace: Some(arranged.trace.clone()),
+        restored,
+        history: Rc::clone(history),
+        compaction: 0,
+        prepared: Vec::new(),
+    };
+    // The batches are read through the trace; only their times matter.
+    let frontier = arranged.stream.clone().map(|_| ());
+    stateful::unary(frontier, Pipeline, name, state);
+}
+
+/// A table's versions in a checkpoint, as the upserts that rebuild it.
+#[derive(Serialize, Deserialize)]
+struct SavedTable<K, V> {
+    upserts: Vec<Upsert<K, V>>,
+}
+
+/// The checkpointed state of a table: its trace, read at each cut.
+struct TableCheckpoint<K: Data + Ord + Debug, V: Data + Ord + Debug> {
+    /// `None` once the changelog has ended and the final table was taken.
+    trace: Option<TableTrace<K, V>>,
+    /// Where a restore leaves the upserts for the table's first operator.
+    restored: Rc<RefCell<Vec<Upsert<K, V>>>>,
+    /// How far behind the frontier the table's lookups may read.
+    history: Rc<Cell<u64>>,
+    compaction: Time,
+    /// The table at the last cut (or, once ended, the whole table).
+    prepared: Vec<Upsert<K, V>>,
+}
+
+impl<K, V> KeyedState for TableCheckpoint<K, V>
+where
+    K: Data + Hash + Ord + Debug,
+    V: Data + Ord + Debug,
+{
+    type Output = ();
+    type Saved = SavedTable<K, V>;
+    const VERSION: u32 = 1;
+
+    fn restore(&mut self, restore: Restore<Self::Saved>, _initial: &Capability<Time>) {
+        let upserts = restore.states.iter().flat_map(|saved| &saved.upserts);
+        let owned = upserts.filter(|(k, _, _)| restore.owns(k.hashed())).cloned();
+        self.restored.borrow_mut().extend(owned);
+    }
+
+    /// Versions no lookup can read from here on (older than the frontier less their
+    /// lateness) are merged away; at the end the whole table holds for every later
+    /// checkpoint.
+    fn advance(&mut self, frontiers: &[Time], _output: &mut Emitter<'_, '_, ()>) {
+        let Some(trace) = self.trace.as_mut() else { return };
+        if frontiers[0] == Time::MAX {
+            self.prepared = snapshot(trace, Time::MAX);
+            self.trace = None;
+            return;
         }
-        let mut compaction: Time = 0;
-        move |frontiers| {
-            // The batches are read through the trace; only the frontier matters.
-            input.for_each(|_, data| data.clear());
-            let (Some(c), Some(t)) = (checkpointer.as_mut(), trace.as_mut()) else { return };
-            let frontier = frontiers[0].frontier();
-            let saved = if frontier.is_empty() {
-                // The changelog has ended: the whole table holds for every later checkpoint.
-                let saved = c.finish(&snapshot(t, Time::MAX));
-                checkpointer = None;
-                trace = None;
-                saved
-            } else {
-                let saved = match c.pending().filter(|&cut| !frontier.less_than(&cut)) {
-                    Some(cut) => c.save(&snapshot(t, cut)),
-                    None => Ok(()),
-                };
-                // A later cut lies above every time the sources have reached, so above this
-                // frontier: while no cut waits, versions the lookups can no longer read from
-                // here on (older than the frontier less their lateness) can go.
-                let bound = frontier.first().map(|f| f.saturating_sub(history.get()));
-                if let (None, Some(bound)) = (c.pending(), bound.filter(|&b| b > compaction)) {
-                    compaction = bound;
-                    t.set_logical_compaction(Antichain::from_elem(bound).borrow());
-                    t.set_physical_compaction(Antichain::from_elem(bound).borrow());
-                }
-                saved
-            };
-            if let Err(error) = saved {
-                job.state.fail(error);
-            }
+        let bound = frontiers[0].saturating_sub(self.history.get());
+        if bound > self.compaction {
+            self.compaction = bound;
+            trace.set_logical_compaction(Antichain::from_elem(bound).borrow());
+            trace.set_physical_compaction(Antichain::from_elem(bound).borrow());
         }
-    });
+    }
+
+    fn prepare_save(&mut self, cut: Time) {
+        if let Some(trace) = self.trace.as_mut() {
+            self.prepared = snapshot(trace, cut);
+        }
+    }
+
+    fn snapshot(&self) -> Self::Saved {
+        SavedTable { upserts: self.prepared.clone() }
+    }
+
+    /// The upserts of the last table saved.
+    fn entries(&self) -> usize {
+        self.prepared.len()
+    }
+}
+
+impl<K, V> UnaryState for TableCheckpoint<K, V>
+where
+    K: Data + Hash + Ord + Debug,
+    V: Data + Ord + Debug,
+{
+    type Input = ();
+
+    fn absorb(&mut self, _: &Capability<Time>, data: &mut Vec<()>, _: &mut Emitter<'_, '_, ()>) {
+        data.clear();
+    }
 }
 
 /// The table's versions below `cut`, as the upserts that rebuild it: per key, in time order,
@@ -449,177 +489,238 @@ where
 {
     let stream = stream.into_stream();
     let scope = stream.scope();
-    let granularity = job_context(&scope).granularity;
     let name = if mode == Mode::Latest { "latest" } else { "as-of" };
-    let (operator, late_dropped) = instrument(&scope, "table-join", name, m::LATE_DROPPED);
-    let mut trace = table.arranged.trace.clone();
     if mode == Mode::AsOf {
         table.history.set(table.history.get().max(lateness));
     }
-    let job = job_context(&scope);
-
-    let mut builder = OperatorBuilder::new(operator.clone(), scope);
-    let info = builder.operator_info();
-    let activator = scope.activator_for(Rc::clone(&info.address));
-    // Route records as the table's upsert operator routes its keys.
-    let mut stream_in = builder.new_input(stream, Exchange::new(|(k, _): &(K, L)| k.hashed()));
-    let mut table_in = builder.new_input(table.arranged.stream.clone(), Pipeline);
-    let (joined_out, joined) = builder.new_output();
-    let (late_out, late) = builder.new_output();
-    let mut joined_out = OutputBuilder::from(joined_out);
-    let mut late_out = OutputBuilder::from(late_out);
-
-    let worker = scope.index();
-    builder.build(move |_capabilities| {
-        // It keeps no state across a checkpoint: it saves once every record below the cut has
-        // been joined and sent, and holds the records at or after the cut back until then.
-        let mut checkpointer = job.checkpointer(&scope, &operator, &info.address);
-        if let Some(Err(error)) = checkpointer.as_ref().map(|c| c.restore::<()>()) {
-            job.state.fail(error);
-        }
-        let mut stash: Stash<(K, L)> = Vec::new();
-        let is_late = move |time: Time, l: &L| {
-            let e = l.event_time();
-            mode == Mode::AsOf && too_late(time, granularity.quantize(e), e, 0, lateness)
-        };
-        let read_at = move |l: &L| if mode == Mode::Latest { 0 } else { l.event_time() };
-        // Records waiting for the table to be complete up to their event time, by that time,
-        // with the timely time they were read at (their output's capability is held there).
-        let mut pending: BTreeMap<EventTime, Vec<(Time, K, L)>> = BTreeMap::new();
-        let mut held = HeldCapabilities::new();
-        let mut too_late_records: Vec<(K, L)> = Vec::new();
-        let mut ready: Vec<(Time, K, L)> = Vec::new();
-        let mut results: Vec<(Time, Enriched<K, L, V>)> = Vec::new();
-        let mut compaction = Antichain::from_elem(0);
-        move |frontiers| {
-            let _activation = activation(&operator, worker);
-            let mut joined_out = joined_out.activate();
-            let mut late_out = late_out.activate();
-            let cut = checkpointer.as_ref().and_then(|c| c.pending());
-            stream_in.for_each(|cap, data| {
-                let Some(&time) = cap.least() else { return data.clear() };
-                if cut.is_some_and(|cut| time >= cut) {
-                    let (late, kept) = data.drain(..).partition(|(_, l)| is_late(time, l));
-                    too_late_records = late;
-                    stash.push((cap.delayed(&time, 0), kept));
-                }
-                for (k, l) in data.drain(..) {
-                    if is_late(time, &l) {
-                        too_late_records.push((k, l));
-                    } else {
-                        held.hold(time, || cap.delayed(&time, 0));
-                        pending.entry(read_at(&l)).or_default().push((time, k, l));
-                    }
-                }
-                if !too_late_records.is_empty() {
-                    late_dropped.increment(too_late_records.len() as u64);
-                    tracing::debug!(operator = %operator, time,
-                        records = too_late_records.len(), "records too late for the table");
-                    late_out.session(&cap).give_container(&mut too_late_records);
-                    too_late_records.clear();
-                }
-            });
-            // The batches themselves are read through the trace; only the frontier matters.
-            table_in.for_each(|_, data| data.clear());
-
-            // Records whose event time the table's frontier has passed are ready.
-            let table_frontier = frontiers[1].frontier();
-            while let Some(entry) = pending.first_entry() {
-                if mode == Mode::AsOf && table_frontier.less_equal(entry.key()) {
-                    break;
-                }
-                ready.append(&mut entry.remove());
-            }
-            if !ready.is_empty() {
-                ready.sort_unstable_by(|a, b| a.1.cmp(&b.1));
-                let batches = trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
-                let mut cursors: Vec<_> = batches.iter().map(Navigable::cursor).collect();
-                for (time, key, left) in ready.drain(..) {
-                    let at = left.event_time();
-                    let as_of = (mode == Mode::AsOf).then_some(at);
-                    let value = read(&batches, &mut cursors, &key, as_of);
-                    let right = value.filter(|v| accept(at, v)).cloned();
-                    if right.is_some() || left_outer {
-                        results.push((time, Enriched { key, left, right }));
-                    } else {
-                        held.release(time);
-                    }
-                }
-                results.sort_by_key(|(time, _)| *time);
-                let mut rows = results.drain(..).peekable();
-                while let Some((time, first)) = rows.next() {
-                    let mut session = joined_out.session(held.get(time));
-                    session.give(first);
-                    let mut n = 1;
-                    while let Some((_, row)) = rows.next_if(|(t, _)| *t == time) {
-                        session.give(row);
-                        n += 1;
-                    }
-                    drop(session);
-                    for _ in 0..n {
-                        held.release(time);
-                    }
-                }
-            }
-
-            if let (Some(c), Some(cut)) = (checkpointer.as_mut(), cut) {
-                // Both inputs past the cut: every record below it has been joined and sent.
-                let passed = frontiers.iter().all(|f| !f.frontier().less_than(&cut));
-                let below = pending.values().flatten().any(|(time, _, _)| *time < cut);
-                if passed && !below {
-                    if let Err(error) = c.save(&()) {
-                        job.state.fail(error);
-                    }
-                    for (cap, batch) in stash.drain(..) {
-                        let time = *cap.time();
-                        for (k, l) in batch {
-                            held.hold(time, || cap.clone());
-                            pending.entry(read_at(&l)).or_default().push((time, k, l));
-                        }
-                    }
-                    activator.activate();
-                }
-            }
-            if frontiers.iter().all(|f| f.is_empty()) {
-                if let Some(mut c) = checkpointer.take() {
-                    if let Err(error) = c.finish(&()) {
-                        job.state.fail(error);
-                    }
-                }
-            }
-
-            // Versions older than any record may still ask for can be merged away: records
-            // still to come are accepted only at or after the stream frontier minus the
-            // lateness, and the held ones at their own event time.
-            let stream_frontier = frontiers[0].frontier().first().copied();
-            let bound = match mode {
-                Mode::AsOf => pending
-                    .keys()
-                    .next()
-                    .copied()
-                    .into_iter()
-                    .chain(stash.iter().flat_map(|(_, b)| b.iter().map(|(_, l)| l.event_time())))
-                    .chain(stream_frontier.map(|f| f.saturating_sub(lateness)))
-                    .min(),
-                // Reads accumulate everything; only a finished trace cannot be read.
-                Mode::Latest => table_frontier
-                    .first()
-                    .copied()
-                    .or_else(|| stream_frontier.and(compaction.first().copied())),
-            };
-            let advanced = match (bound, compaction.first()) {
-                (Some(bound), Some(&current)) => bound > current,
-                (None, Some(_)) => true,
-                (_, None) => false,
-            };
-            if advanced {
-                compaction = bound.map_or_else(Antichain::new, Antichain::from_elem);
-                trace.set_logical_compaction(compaction.borrow());
-                trace.set_physical_compaction(compaction.borrow());
-            }
-        }
-    });
+    let state = Lookup {
+        trace: table.arranged.trace.clone(),
+        mode,
+        left_outer,
+        lateness,
+        granularity: job_context(&scope).granularity,
+        accept,
+        pending: BTreeMap::new(),
+        held: HeldCapabilities::new(),
+        ready: Vec::new(),
+        results: Vec::new(),
+        rows: Vec::new(),
+        compaction: Antichain::from_elem(0),
+    };
+    // Records are routed as the table's upsert operator routes its keys; the table's batches
+    // are read through the trace, only their times matter.
+    let pacts = (Exchange::new(|(k, _): &(K, L)| k.hashed()), Pipeline);
+    let table_frontier = table.arranged.stream.clone().map(|_| ());
+    let operator = format!("table-join:{name}");
+    let (joined, late, _) = stateful::binary(stream, table_frontier, pacts, &operator, state);
     (joined, late)
+}
+
+/// The stream records a lookup still has to join, in a checkpoint: those waiting for the
+/// table to be complete up to their event time (restored at the cut).
+#[derive(Serialize, Deserialize)]
+struct SavedLookup<K, L> {
+    waiting: Vec<(K, L)>,
+}
+
+/// The state of a table lookup.
+struct Lookup<K: Data + Ord + Debug, L, V: Data + Ord + Debug, A> {
+    trace: TableTrace<K, V>,
+    mode: Mode,
+    left_outer: bool,
+    lateness: u64,
+    granularity: Granularity,
+    accept: A,
+    /// Records waiting for the table to be complete up to their event time, by that time,
+    /// with the timely time they were read at (their output's capability is held there).
+    pending: BTreeMap<EventTime, Vec<(Time, K, L)>>,
+    held: HeldCapabilities,
+    ready: Vec<(Time, K, L)>,
+    results: Vec<(Time, Enriched<K, L, V>)>,
+    rows: Vec<Enriched<K, L, V>>,
+    compaction: Antichain<Time>,
+}
+
+impl<K, L, V, A> Lookup<K, L, V, A>
+where
+    K: Data + Hash + Ord + Debug,
+    L: Data + Timestamped,
+    V: Data + Ord + Debug,
+    A: Fn(EventTime, &V) -> bool + 'static,
+{
+    /// The time at which a record reads the table.
+    fn read_at(&self, l: &L) -> EventTime {
+        if self.mode == Mode::Latest {
+            0
+        } else {
+            l.event_time()
+        }
+    }
+
+    /// Joins the ready records, in key order, and sends them at their times.
+    fn join_ready(&mut self, output: &mut Emitter<'_, '_, Enriched<K, L, V>>) {
+        if self.ready.is_empty() {
+            return;
+        }
+        self.ready.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        let batches = self.trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
+        let mut cursors: Vec<_> = batches.iter().map(Navigable::cursor).collect();
+        for (time, key, left) in self.ready.drain(..) {
+            let at = left.event_time();
+            let as_of = (self.mode == Mode::AsOf).then_some(at);
+            let value = read(&batches, &mut cursors, &key, as_of);
+            let right = value.filter(|v| (self.accept)(at, v)).cloned();
+            if right.is_some() || self.left_outer {
+                self.results.push((time, Enriched { key, left, right }));
+            } else {
+                self.held.release(time);
+            }
+        }
+        self.results.sort_by_key(|(time, _)| *time);
+        let mut results = self.results.drain(..).peekable();
+        while let Some((time, first)) = results.next() {
+            self.rows.push(first);
+            while let Some((_, row)) = results.next_if(|(t, _)| *t == time) {
+                self.rows.push(row);
+            }
+            let n = self.rows.len();
+            output.give(self.held.get(time), &mut self.rows);
+            for _ in 0..n {
+                self.held.release(time);
+            }
+        }
+    }
+
+    /// Versions older than any record may still ask for can be merged away: records still to
+    /// come are accepted only at or after the stream frontier minus the lateness, and the
+    /// waiting ones at their own event time.
+    fn compact(&mut self, stream: Option<Time>, table: Option<Time>) {
+        let bound = match self.mode {
+            Mode::AsOf => (self.pending.keys().next().copied().into_iter())
+                .chain(stream.map(|f| f.saturating_sub(self.lateness)))
+                .min(),
+            // Reads accumulate everything; only a finished trace cannot be read.
+            Mode::Latest => table.or_else(|| stream.and(self.compaction.first().copied())),
+        };
+        let advanced = match (bound, self.compaction.first()) {
+            (Some(bound), Some(&current)) => bound > current,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if advanced {
+            self.compaction = bound.map_or_else(Antichain::new, Antichain::from_elem);
+            self.trace.set_logical_compaction(self.compaction.borrow());
+            self.trace.set_physical_compaction(self.compaction.borrow());
+        }
+    }
+}
+
+impl<K, L, V, A> KeyedState for Lookup<K, L, V, A>
+where
+    K: Data + Hash + Ord + Debug,
+    L: Data + Timestamped,
+    V: Data + Ord + Debug,
+    A: Fn(EventTime, &V) -> bool + 'static,
+{
+    type Output = Enriched<K, L, V>;
+    type Saved = SavedLookup<K, L>;
+    const VERSION: u32 = 1;
+
+    /// The records this worker owns wait again, read at the cut.
+    fn restore(&mut self, mut restore: Restore<Self::Saved>, initial: &Capability<Time>) {
+        let cut = restore.cut;
+        let states = std::mem::take(&mut restore.states);
+        for (k, l) in states.into_iter().flat_map(|saved| saved.waiting) {
+            if restore.owns(k.hashed()) {
+                self.held.hold(cut, || initial.delayed(&cut));
+                self.pending.entry(self.read_at(&l)).or_default().push((cut, k, l));
+            }
+        }
+    }
+
+    /// Records whose event time the table's frontier has passed are joined.
+    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
+        let open = |f: Time| (f != Time::MAX).then_some(f);
+        let (stream, table) = (open(frontiers[0]), open(frontiers[1]));
+        while let Some(entry) = self.pending.first_entry() {
+            if self.mode == Mode::AsOf && table.is_some_and(|f| f <= *entry.key()) {
+                break;
+            }
+            self.ready.append(&mut entry.remove());
+        }
+        self.join_ready(output);
+        self.compact(stream, table);
+    }
+
+    /// Records read below the cut that still wait (their event time is at or after it) wait
+    /// at the cut.
+    fn prepare_save(&mut self, cut: Time) {
+        for (time, _, _) in self.pending.values_mut().flatten() {
+            *time = (*time).max(cut);
+        }
+        self.held.lift(cut);
+    }
+
+    fn snapshot(&self) -> Self::Saved {
+        let waiting = self.pending.values().flatten();
+        SavedLookup { waiting: waiting.map(|(_, k, l)| (k.clone(), l.clone())).collect() }
+    }
+
+    fn entries(&self) -> usize {
+        self.pending.values().map(Vec::len).sum()
+    }
+}
+
+impl<K, L, V, A> BinaryState for Lookup<K, L, V, A>
+where
+    K: Data + Hash + Ord + Debug,
+    L: Data + Timestamped,
+    V: Data + Ord + Debug,
+    A: Fn(EventTime, &V) -> bool + 'static,
+{
+    type Left = (K, L);
+    type Right = ();
+    const SPLITS_LATE: bool = true;
+
+    fn absorb_left(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<(K, L)>,
+        _output: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        let time = *cap.time();
+        for (k, l) in data.drain(..) {
+            self.held.hold(time, || cap.clone());
+            self.pending.entry(self.read_at(&l)).or_default().push((time, k, l));
+        }
+    }
+
+    fn absorb_right(
+        &mut self,
+        _: &Capability<Time>,
+        data: &mut Vec<()>,
+        _: &mut Emitter<'_, '_, Self::Output>,
+    ) {
+        data.clear();
+    }
+
+    /// An as-of lookup takes records up to its lateness behind the watermark; a lookup of
+    /// the latest value takes every record.
+    fn split_late_left(&mut self, time: Time, data: &mut Vec<(K, L)>, late: &mut Vec<(K, L)>) {
+        if self.mode == Mode::Latest {
+            return;
+        }
+        let (granularity, lateness) = (self.granularity, self.lateness);
+        let is_late = |l: &L| {
+            let e = l.event_time();
+            too_late(time, granularity.quantize(e), e, 0, lateness)
+        };
+        if data.iter().any(|(_, l)| is_late(l)) {
+            let (too_late, kept) = data.drain(..).partition(|(_, l)| is_late(l));
+            *late = too_late;
+            *data = kept;
+        }
+    }
 }
 
 #[cfg(test)]

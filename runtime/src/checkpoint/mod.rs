@@ -86,7 +86,9 @@ impl CheckpointConfig {
 /// watermark) at the position; a window key's count is the revision of its next result.
 /// 4: a stateful operator's state is `(its own version, named struct)` (see
 /// [`crate::stateful::KeyedState::VERSION`]).
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: tables and table lookups are on the stateful driver too (a lookup saves the records
+/// still waiting for the table).
+pub const FORMAT_VERSION: u32 = 5;
 /// First bytes of every worker part file.
 const MAGIC: &[u8; 8] = b"TRIBCKPT";
 
