@@ -32,6 +32,8 @@ use supervise::{free_ports, supervise, Cluster, TempFile};
 
 /// Exit code of a job (and of this tool) for a configuration or usage error.
 const EXIT_CONFIG: u8 = 2;
+/// A job's exit code for a failure that a restart cannot fix (`tributary_runtime::EXIT_FATAL`).
+const EXIT_FATAL: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(name = "tributary", version, about = "Runs and deploys Tributary jobs")]

@@ -14,7 +14,7 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::{Restarts, EXIT_CONFIG};
+use crate::{Restarts, EXIT_CONFIG, EXIT_FATAL};
 
 /// Exit code after an interrupt.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -59,6 +59,12 @@ pub(crate) fn supervise(
                 if code == EXIT_CONFIG {
                     eprintln!(
                         "tributary: process {process} rejected its configuration; not restarting"
+                    );
+                    return Ok(ExitCode::from(code));
+                }
+                if code == EXIT_FATAL {
+                    eprintln!(
+                        "tributary: process {process} failed in a way a restart cannot fix; not restarting"
                     );
                     return Ok(ExitCode::from(code));
                 }

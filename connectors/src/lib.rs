@@ -6,6 +6,7 @@
 //! start.
 
 pub mod discard;
+pub mod error;
 pub mod file;
 pub mod format;
 pub mod generator;
@@ -19,6 +20,7 @@ pub mod stdout;
 pub mod store;
 
 pub use discard::DiscardSink;
+pub use error::ConnectorError;
 pub use file::{FileSink, FileSinkConfig, FileSource, FileSourceConfig};
 pub use format::Format;
 pub use generator::{

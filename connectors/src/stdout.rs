@@ -6,6 +6,8 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use tributary_runtime::{Error, Result, Sink, SinkContext, SinkWriter, Time};
 
+use crate::error::ConnectorError;
+
 /// Prints records as JSON lines. Each batch is written under the stdout lock, so lines of
 /// different workers never interleave.
 #[derive(Debug, Clone, Default)]
@@ -39,15 +41,16 @@ pub struct StdoutWriter<D> {
     marker: PhantomData<fn(D)>,
 }
 
-fn failed(reason: impl std::fmt::Display) -> Error {
-    Error::Sink { sink: "stdout".into(), reason: reason.to_string() }
+/// The runtime's error for writing to stdout failing (`InvalidData`: a record JSON cannot hold).
+fn failed(source: std::io::Error) -> Error {
+    ConnectorError::Io { op: "cannot write", path: "stdout".into(), source }.at_sink("stdout")
 }
 
 impl<D: Serialize + 'static> SinkWriter<D> for StdoutWriter<D> {
     fn write(&mut self, records: &mut Vec<D>) -> Result<()> {
         self.buf.clear();
         for r in records.drain(..) {
-            serde_json::to_writer(&mut self.buf, &r).map_err(failed)?;
+            serde_json::to_writer(&mut self.buf, &r).map_err(|e| failed(e.into()))?;
             self.buf.push(b'\n');
         }
         std::io::stdout().lock().write_all(&self.buf).map_err(failed)?;

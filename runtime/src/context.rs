@@ -40,7 +40,7 @@ impl JobState {
 
     /// Records a failure (the first one is kept) and requests a stop.
     pub fn fail(&self, error: Error) {
-        tracing::error!(%error, "job failing");
+        tracing::error!(%error, retryable = error.is_retryable(), "job failing");
         let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             *slot = Some(error);

@@ -24,21 +24,27 @@ pub enum Error {
     },
 
     /// A source failed while reading (not a bad record: those go to the dead-letter output).
-    #[error("source `{source_name}` failed: {reason}")]
+    #[error("source `{source_name}` failed: {cause}")]
     Source {
         /// The source's name.
         source_name: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        cause: BoxError,
+        /// Whether running the job again may get past it (see [`Error::is_retryable`]).
+        retryable: bool,
     },
 
     /// A sink failed while writing.
-    #[error("sink `{sink}` failed: {reason}")]
+    #[error("sink `{sink}` failed: {cause}")]
     Sink {
         /// The sink's name.
         sink: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        cause: BoxError,
+        /// Whether running the job again may get past it (see [`Error::is_retryable`]).
+        retryable: bool,
     },
 
     /// Timely could not set up its workers or its connections to peer processes.
@@ -57,6 +63,28 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+}
+
+/// The cause of a source's or sink's failure, as the connector reported it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl Error {
+    /// Whether running the job again (from its last checkpoint) may get past this failure: a
+    /// broker that was down, a connection that broke, a full disk. Not for an invalid
+    /// configuration, nor for what a connector knows will fail the same way again (a topic
+    /// that does not exist, a record its sink cannot encode, a checkpoint whose positions do
+    /// not fit the input). The process exits with [`EXIT_FATAL`](crate::EXIT_FATAL) then, and
+    /// `tributary run` does not restart it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Config(_) => false,
+            Error::Source { retryable, .. } | Error::Sink { retryable, .. } => *retryable,
+            Error::Io { .. }
+            | Error::Startup(_)
+            | Error::Checkpoint(_)
+            | Error::WorkerPanic { .. } => true,
+        }
+    }
 }
 
 /// A configuration error: which key (or flag, or file) is wrong, and why.

@@ -26,6 +26,9 @@ use crate::time::Time;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code for invalid flags or configuration (reported before any worker starts).
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for a job that failed in a way running it again cannot fix (see
+/// [`Error::is_retryable`]); `tributary run` does not restart it.
+pub const EXIT_FATAL: u8 = 3;
 /// Exit code when a second interrupt forces an immediate stop.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -92,9 +95,13 @@ impl<C: DeserializeOwned + Serialize + Default + Send + Sync + 'static> Job<C> {
                 eprintln!("error: invalid configuration: {e}");
                 ExitCode::from(EXIT_CONFIG)
             }
-            Err(e) => {
+            Err(e) if e.is_retryable() => {
                 eprintln!("error: {e}");
                 ExitCode::from(EXIT_FAILURE)
+            }
+            Err(e) => {
+                eprintln!("error: {e} (running the job again will fail the same way)");
+                ExitCode::from(EXIT_FATAL)
             }
         }
     }

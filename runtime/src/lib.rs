@@ -28,7 +28,7 @@ pub use context::{job_context, Data, Events, JobContext, JobState};
 pub use dead_letter::DeadLetter;
 pub use error::{ConfigError, Error, Result};
 pub use flow::Flow;
-pub use job::{Job, EXIT_CONFIG, EXIT_FAILURE};
+pub use job::{Job, EXIT_CONFIG, EXIT_FAILURE, EXIT_FATAL};
 pub use logging::LogFormat;
 pub use sink::{Sink, SinkContext, SinkExt, SinkWriter};
 pub use source::{

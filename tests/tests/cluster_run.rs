@@ -86,6 +86,31 @@ fn a_configuration_error_is_reported_once_and_not_retried() {
     assert_eq!(log.matches("started process 0").count(), 1, "{log}");
 }
 
+/// A failure another run cannot get past (here: the output folder holds another run's
+/// files, which a fresh checkpointed run must not overwrite) exits with code 3, and the
+/// supervisor does not restart the job.
+#[test]
+fn a_failure_a_restart_cannot_fix_is_not_retried() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("out");
+    std::fs::create_dir(&output).expect("output folder");
+    std::fs::write(output.join("part-0000-000001.jsonl"), "{}\n").expect("another run's file");
+    let args = [
+        "--set".to_owned(),
+        format!("job.output={{ kind = \"file\", path = \"{}\" }}", output.display()),
+        "--set".to_owned(),
+        format!("runtime.checkpoint.dir=\"{}\"", dir.path().join("chk").display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out =
+        tributary_run(1, 1, &["--backoff", "10ms"], "iot-stats", &args).output().expect("runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    assert!(log.contains("holds output of another run"), "{log}");
+    assert!(log.contains("a restart cannot fix; not restarting"), "{log}");
+    assert_eq!(log.matches("started process 0").count(), 1, "{log}");
+}
+
 #[test]
 fn a_killed_process_restarts_the_job_from_its_checkpoint_exactly_once() {
     let input = PACED_READINGS;

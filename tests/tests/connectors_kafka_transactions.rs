@@ -120,6 +120,8 @@ fn a_restart_commits_the_transaction_a_crash_left_prepared() {
     let saved = prepared(&state).remove(0);
     let stale = Prepared { epoch: saved.epoch - 1, ..saved.clone() };
     let refused = commit_prepared(&kafka.address, &stale).expect_err("an older epoch is refused");
+    assert!(!refused.is_retryable(), "the coordinator's answer stands: {refused}");
+    let refused = refused.to_string();
     assert!(refused.contains(&saved.id), "{refused}");
     let unknown = Prepared { producer_id: saved.producer_id + 1000, ..saved.clone() };
     assert!(commit_prepared(&kafka.address, &unknown).is_err(), "another producer id");
@@ -165,7 +167,10 @@ fn a_zombie_writer_is_fenced_by_the_restarted_one() {
     zombie.commit(1).expect("checkpoint 1 was committed already");
     let _ = zombie.write(&mut vec![8]);
     let fenced = match zombie.prepare(2) {
-        Err(Error::Sink { reason, .. }) => reason,
+        Err(error @ Error::Sink { .. }) => {
+            assert!(!error.is_retryable(), "a fenced producer must not be retried: {error}");
+            error.to_string()
+        }
         other => panic!("the zombie's checkpoint must fail, got {:?}", other.map(|_| ())),
     };
     assert!(fenced.to_lowercase().contains("fenced"), "{fenced}");

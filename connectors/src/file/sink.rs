@@ -9,7 +9,7 @@
 //! restored checkpoint's files (again) and first removes the hidden files a crashed run left
 //! behind: those numbered above the restored checkpoint can hold no committed output.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,7 @@ use tributary_runtime::checkpoint::{decode, encode};
 use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWriter, Time};
 
 use super::Format;
+use crate::error::ConnectorError;
 use crate::store::{FileStore, LocalFile, LocalStore, PendingFile};
 
 /// Settings of a file sink.
@@ -77,7 +78,8 @@ impl<D: Serialize + 'static> Sink<D> for FileSink<D> {
         if ctx.checkpointed {
             writer.clear_orphans(dir, ctx)?;
         } else {
-            let file = LocalFile::create(&writer.path).map_err(|e| writer.error(e))?;
+            let file =
+                LocalFile::create(&writer.path).map_err(|e| writer.error("cannot create", e))?;
             writer.encoder = Some(Encoder::new(format, file));
         }
         Ok(writer)
@@ -111,15 +113,20 @@ impl Encoder {
         }
     }
 
-    fn write<D: Serialize>(&mut self, records: &[D]) -> std::result::Result<(), String> {
+    /// Writes `records`; a record the format cannot hold is an `InvalidData` error.
+    fn write<D: Serialize>(&mut self, records: &[D]) -> io::Result<()> {
         match self {
             Encoder::Json(out) => records.iter().try_for_each(|r| {
-                serde_json::to_writer(&mut *out, r).map_err(|e| e.to_string())?;
-                out.write_all(b"\n").map_err(|e| e.to_string())
+                serde_json::to_writer(&mut *out, r)?;
+                out.write_all(b"\n")
             }),
-            Encoder::Csv(out) => {
-                records.iter().try_for_each(|r| out.serialize(r).map_err(|e| e.to_string()))
-            }
+            Encoder::Csv(out) => records.iter().try_for_each(|r| {
+                out.serialize(r).map_err(|e| {
+                    let io = e.is_io_error();
+                    let kind = if io { io::ErrorKind::Other } else { io::ErrorKind::InvalidData };
+                    io::Error::new(kind, e)
+                })
+            }),
         }
     }
 
@@ -164,11 +171,14 @@ pub struct FileWriter<D> {
 }
 
 impl<D> FileWriter<D> {
-    fn error(&self, reason: impl std::fmt::Display) -> Error {
-        Error::Sink {
-            sink: self.name.clone(),
-            reason: format!("`{}`: {reason}", self.path.display()),
-        }
+    /// The runtime's error for `op` failing on the current file.
+    fn error(&self, op: &'static str, source: io::Error) -> Error {
+        self.error_at(op, &self.path, source)
+    }
+
+    /// The runtime's error for `op` failing on `path`.
+    fn error_at(&self, op: &'static str, path: &Path, source: io::Error) -> Error {
+        ConnectorError::Io { op, path: path.to_owned(), source }.at_sink(&self.name)
     }
 
     /// Removes the hidden files that runs before this one left for checkpoints that never
@@ -176,10 +186,7 @@ impl<D> FileWriter<D> {
     /// writer stands for (its own, and those beyond the job's workers that map to it), and
     /// refuses to start when published files from there on exist: they are another run's.
     fn clear_orphans(&mut self, dir: &Path, ctx: &SinkContext) -> Result<()> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::Sink {
-            sink: self.name.clone(),
-            reason: format!("cannot list `{}`: {e}", dir.display()),
-        })?;
+        let entries = std::fs::read_dir(dir).map_err(|e| self.error_at("cannot list", dir, e))?;
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -188,20 +195,18 @@ impl<D> FileWriter<D> {
                 continue;
             }
             if !name.starts_with('.') {
-                return Err(Error::Sink {
-                    sink: self.name.clone(),
-                    reason: format!(
-                        "`{}` holds output of another run: a run restored from checkpoint {} \
-                         writes files numbered from {} on (move the files or write elsewhere)",
-                        entry.path().display(),
-                        ctx.first_checkpoint.saturating_sub(1),
-                        ctx.first_checkpoint,
-                    ),
-                });
+                return Err(ConnectorError::Restore(format!(
+                    "`{}` holds output of another run: a run restored from checkpoint {} \
+                     writes files numbered from {} on (move the files or write elsewhere)",
+                    entry.path().display(),
+                    ctx.first_checkpoint.saturating_sub(1),
+                    ctx.first_checkpoint,
+                ))
+                .at_sink(&self.name));
             }
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
-                Err(e) => return Err(self.error(format!("cannot remove `{name}`: {e}"))),
+                Err(e) => return Err(self.error_at("cannot remove", &entry.path(), e)),
             }
         }
         if removed > 0 {
@@ -237,17 +242,15 @@ impl<D> FileWriter<D> {
             }
             Err(e) => {
                 store.discard(&staged);
-                Err(self.error(e))
+                Err(self.error("cannot finish", e))
             }
         }
     }
 
     fn publish(&self, file: &PendingFile) -> Result<()> {
         let store = self.store.as_ref().expect("only checkpointed writers publish");
-        store.publish(file).map_err(|e| Error::Sink {
-            sink: self.name.clone(),
-            reason: format!("cannot publish `{}`: {e}", store.describe(&file.path)),
-        })
+        let path = PathBuf::from(store.describe(&file.path));
+        store.publish(file).map_err(|e| self.error_at("cannot publish", &path, e))
     }
 }
 
@@ -259,13 +262,13 @@ impl<D: Serialize + 'static> SinkWriter<D> for FileWriter<D> {
         if let (None, Some(store)) = (&self.encoder, &self.store) {
             let name = part_name(self.worker, self.next, self.format);
             self.path = PathBuf::from(store.describe(&name));
-            let (file, staged) = store.create(&name).map_err(|e| self.error(e))?;
+            let (file, staged) = store.create(&name).map_err(|e| self.error("cannot create", e))?;
             self.encoder = Some(Encoder::new(self.format, file));
             self.staged = Some(staged);
         }
         let result = self.encoder.as_mut().map_or(Ok(()), |e| e.write(records));
         records.clear();
-        result.map_err(|e| self.error(e))
+        result.map_err(|e| self.error("cannot write", e))
     }
 
     fn progress(&mut self, frontier: Option<Time>) -> Result<()> {
@@ -273,7 +276,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for FileWriter<D> {
         match flushed {
             Ok(Some(written)) => self.count(written),
             Ok(None) => {}
-            Err(e) => return Err(self.error(e)),
+            Err(e) => return Err(self.error("cannot write", e)),
         }
         if frontier.is_none() && self.store.is_none() {
             self.encoder = None;
@@ -422,7 +425,9 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("part-0000-000002.csv")).unwrap();
         assert_eq!(text, "n\n2\n3\n4\n5\n");
         // A fresh start over that output is refused, naming a file.
-        let error = sink.writer(&context(1, 0, 1)).err().expect("refused").to_string();
+        let error = sink.writer(&context(1, 0, 1)).err().expect("refused");
+        assert!(!error.is_retryable(), "another run will find the same files");
+        let error = error.to_string();
         assert!(error.contains("part-0000-00000") && error.contains("another run"), "{error}");
     }
 

@@ -43,6 +43,7 @@ use tributary_runtime::{
 };
 
 use super::Format;
+use crate::error::ConnectorError;
 use crate::rate::Rate;
 use crate::replay::Replay;
 
@@ -431,7 +432,7 @@ impl<D: Data + DeserializeOwned + Timestamped> SourceReader for FileReader<D> {
             };
             if let Some(j) = opens {
                 let todo = self.todo.swap_remove(j);
-                match open_unit(&self.files, &self.units, self.header, todo)? {
+                match open_unit(&self.name, &self.files, &self.units, self.header, todo)? {
                     Ok(reading) => self.open.push(reading),
                     Err(position) => self.done.push(position),
                 }
@@ -529,7 +530,8 @@ impl<D: DeserializeOwned + Timestamped> FileReader<D> {
                 continue;
             }
             let look = Todo { unit: todo.unit, resume: todo.resume.clone(), seen: None };
-            if let Ok(reading) = open_unit(&self.files, &self.units, self.header, look)? {
+            if let Ok(reading) = open_unit(&self.name, &self.files, &self.units, self.header, look)?
+            {
                 self.todo[i].seen = reading.first_event_time::<D>();
             }
         }
@@ -547,9 +549,8 @@ impl<D> FileReader<D> {
             return Ok(());
         }
         let file = self.files.iter().any(|(path, _)| *path == p.path);
-        Err(Error::Checkpoint(format!(
-            "file source `{}`: the checkpoint holds `{}` read up to byte {}{}",
-            self.name,
+        Err(ConnectorError::Restore(format!(
+            "the checkpoint holds `{}` read up to byte {}{}",
             p.path.display(),
             p.from.byte,
             if file {
@@ -557,13 +558,15 @@ impl<D> FileReader<D> {
             } else {
                 ", which is no longer listed (restore the file or start afresh)".to_owned()
             }
-        )))
+        ))
+        .at_source(&self.name))
     }
 }
 
 /// Opens a unit (at its restored position, if any); `Ok(Err(position))` for a restored unit
-/// that holds nothing left to read.
+/// that holds nothing left to read. `name` is the source's.
 fn open_unit(
+    name: &str,
     files: &[(PathBuf, Format)],
     units: &[Unit],
     header: bool,
@@ -583,12 +586,13 @@ fn open_unit(
     if let Some(from) = resume {
         let size = file.metadata().map_err(|e| io("cannot read", e))?.len();
         if from.byte > size {
-            return Err(Error::Checkpoint(format!(
+            return Err(ConnectorError::Restore(format!(
                 "`{}` has {size} bytes but was read up to byte {} before the checkpoint: the \
                  input changed",
                 path.display(),
                 from.byte
-            )));
+            ))
+            .at_source(name));
         }
     }
     let shown: Arc<str> = path.display().to_string().into();
@@ -875,11 +879,12 @@ fn read_csv<D: DeserializeOwned + Timestamped>(
                     Err(e) => cx.dead_letter(track, at, e.to_string(), &join_record(&record)),
                 }
             }
-            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
-                return Err(Error::Source {
-                    source_name: cx.name.to_owned(),
-                    reason: e.to_string(),
-                });
+            Err(e) if e.is_io_error() => {
+                let source = std::io::Error::other(e);
+                let path = PathBuf::from(&*track.path);
+                return Err(
+                    ConnectorError::Io { op: "cannot read", path, source }.at_source(cx.name)
+                );
             }
             Err(e) => {
                 // A malformed row (wrong field count, bad UTF-8): skip it and go on.

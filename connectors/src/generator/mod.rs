@@ -17,10 +17,11 @@ use tributary_runtime::checkpoint::{decode, encode};
 use tributary_runtime::source::Cut;
 use tributary_runtime::time::{millis, now_event_time, parse_event_time};
 use tributary_runtime::{
-    ConfigError, Data, Emitter, Error, EventTime, HumanDuration, Poll, Result, Source,
-    SourceContext, SourceReader,
+    ConfigError, Data, Emitter, EventTime, HumanDuration, Poll, Result, Source, SourceContext,
+    SourceReader,
 };
 
+use crate::error::ConnectorError;
 use crate::rate::Rate;
 
 pub use self::iot::{
@@ -175,6 +176,7 @@ impl<G: Generate> Source for Generator<G> {
         let pace = self.model.pace();
         let workers = ctx.workers as u64;
         Ok(GeneratorReader {
+            name: ctx.name.clone(),
             state: self.model.start(ctx.worker_index as u64, workers),
             model: std::sync::Arc::clone(&self.model),
             next: ctx.worker_index as u64,
@@ -222,6 +224,8 @@ impl Replay {
 
 /// One worker's share of a generator.
 pub struct GeneratorReader<G: Generate> {
+    /// The source's name.
+    name: String,
     model: std::sync::Arc<G>,
     state: G::State,
     next: u64,
@@ -283,7 +287,10 @@ impl<G: Generate> SourceReader for GeneratorReader<G> {
         for p in &positions {
             match by_worker.get_mut(p.worker as usize) {
                 Some(slot) if p.workers == first.workers => *slot = *p,
-                _ => return Err(Error::Checkpoint("inconsistent generator positions".into())),
+                _ => {
+                    let reason = "inconsistent generator positions".to_owned();
+                    return Err(ConnectorError::Restore(reason).at_source(&self.name));
+                }
             }
         }
         let from = positions.iter().map(|p| p.from).min().unwrap_or(0);

@@ -37,6 +37,7 @@ use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWrite
 
 use super::config::{Delivery, KafkaSinkConfig, KeyMode};
 use super::txn::{commit_prepared, Prepared};
+use crate::error::ConnectorError;
 use crate::format::{Encoder, Part};
 
 /// How long the sink waits for every record to be acknowledged at the end.
@@ -101,7 +102,7 @@ impl<D> KafkaSink<D> {
         }
         if config.delivery == Delivery::ExactlyOnce
             && !super::txn::supported(&config.brokers)
-                .map_err(|e| ConfigError::new("brokers", e))?
+                .map_err(|e| ConfigError::new("brokers", e.to_string()))?
         {
             return Err(ConfigError::new(
                 "delivery",
@@ -152,17 +153,17 @@ impl<D> KafkaSink<D> {
 /// and epoch of a transactional producer (from librdkafka's statistics).
 #[derive(Default)]
 pub struct Deliveries {
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<ConnectorError>>,
     producer: Mutex<Option<(i64, i16)>>,
 }
 
 impl Deliveries {
-    fn fail(&self, reason: String) {
+    fn fail(&self, error: ConnectorError) {
         let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert(reason);
+        slot.get_or_insert(error);
     }
 
-    fn take(&self) -> Option<String> {
+    fn take(&self) -> Option<ConnectorError> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
@@ -187,7 +188,9 @@ struct Eos {
 impl ClientContext for Deliveries {
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal)) {
-            self.fail(format!("fatal producer error: {reason}"));
+            // A new producer (another run) starts afresh.
+            let reason = format!("fatal producer error: {reason}");
+            self.fail(ConnectorError::Broker { reason, retryable: true });
         } else {
             tracing::warn!(error = %error, reason, "Kafka producer error; retrying");
         }
@@ -219,11 +222,9 @@ impl ProducerContext for Deliveries {
             } else {
                 ""
             };
-            self.fail(format!(
-                "record to {}/{} not delivered: {error}{why}",
-                message.topic(),
-                message.partition()
-            ));
+            let context =
+                format!("record to {}/{} not delivered{why}", message.topic(), message.partition());
+            self.fail(ConnectorError::kafka(context, error.clone()));
         }
     }
 }
@@ -269,9 +270,9 @@ impl<D: Serialize + 'static> Sink<D> for KafkaSink<D> {
         let mode = if exactly_once {
             Mode::ExactlyOnce
         } else {
-            let producer = client.create_with_context(Deliveries::default()).map_err(|e| {
-                Error::Sink { sink: self.name.clone(), reason: format!("producer: {e}") }
-            })?;
+            let producer = client
+                .create_with_context(Deliveries::default())
+                .map_err(|e| ConnectorError::kafka("producer", e).at_sink(&self.name))?;
             Mode::AtLeastOnce(Some(producer))
         };
         Ok(KafkaWriter {
@@ -372,27 +373,27 @@ impl Transactions {
 
     /// A producer that owns transactional id `id`: fences every older producer of that id
     /// and aborts the transaction such a producer left open.
-    fn producer(&self, id: &str) -> std::result::Result<BaseProducer<Deliveries>, String> {
+    fn producer(&self, id: &str) -> Result<BaseProducer<Deliveries>, ConnectorError> {
+        let failed = |e| ConnectorError::kafka(format!("transactional id `{id}`"), e);
         let producer: BaseProducer<Deliveries> = self
             .client
             .clone()
             .set("transactional.id", id)
             .create_with_context(Deliveries::default())
-            .map_err(|e| e.to_string())?;
-        producer
-            .init_transactions(TXN_TIMEOUT)
-            .map_err(|e| format!("transactional id `{id}`: {e}"))?;
+            .map_err(failed)?;
+        producer.init_transactions(TXN_TIMEOUT).map_err(failed)?;
         Ok(producer)
     }
 
     /// The open transaction, begun now if there is none.
-    fn open(&mut self) -> std::result::Result<&BaseProducer<Deliveries>, String> {
+    fn open(&mut self) -> Result<&BaseProducer<Deliveries>, ConnectorError> {
         let txn = match self.open.take() {
             Some(txn) => txn,
             None => {
                 let id = self.id(self.worker, self.next);
                 let producer = self.producer(&id)?;
-                producer.begin_transaction().map_err(|e| format!("`{id}`: {e}"))?;
+                let begun = producer.begin_transaction();
+                begun.map_err(|e| ConnectorError::kafka(format!("`{id}`"), e))?;
                 tracing::debug!(transaction = %id, "transaction begun");
                 Transaction { id, producer }
             }
@@ -402,11 +403,12 @@ impl Transactions {
 
     /// Phase one: flushes the open transaction for checkpoint `checkpoint`; returns what
     /// commits every transaction not yet known to be committed.
-    fn prepare(&mut self, checkpoint: u64) -> std::result::Result<Saved, String> {
+    fn prepare(&mut self, checkpoint: u64) -> Result<Saved, ConnectorError> {
         if let Some(txn) = self.open.take() {
-            txn.producer.flush(FLUSH_TIMEOUT).map_err(|e| format!("`{}` flush: {e}", txn.id))?;
-            if let Some(reason) = txn.producer.context().take() {
-                return Err(reason);
+            let flushed = txn.producer.flush(FLUSH_TIMEOUT);
+            flushed.map_err(|e| ConnectorError::kafka(format!("`{}` flush", txn.id), e))?;
+            if let Some(error) = txn.producer.context().take() {
+                return Err(error);
             }
             self.prepared.push((checkpoint, txn));
         }
@@ -416,12 +418,11 @@ impl Transactions {
     }
 
     /// Phase two: commits the transactions of checkpoints up to `checkpoint`.
-    fn commit(&mut self, checkpoint: u64) -> std::result::Result<(), String> {
+    fn commit(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
         let done = self.prepared.iter().take_while(|(c, _)| *c <= checkpoint).count();
         for (c, txn) in self.prepared.drain(..done) {
-            txn.producer
-                .commit_transaction(TXN_TIMEOUT)
-                .map_err(|e| format!("commit of `{}`: {e}", txn.id))?;
+            let committed = txn.producer.commit_transaction(TXN_TIMEOUT);
+            committed.map_err(|e| ConnectorError::kafka(format!("commit of `{}`", txn.id), e))?;
             tracing::debug!(transaction = %txn.id, checkpoint = c, "transaction committed");
         }
         Ok(())
@@ -445,9 +446,9 @@ impl Transactions {
         brokers: &str,
         states: Vec<Vec<u8>>,
         abort_later: bool,
-    ) -> std::result::Result<(), String> {
+    ) -> Result<(), ConnectorError> {
         for state in states.iter().filter(|s| !s.is_empty()) {
-            let saved: Saved = decode(state).map_err(|e| e.to_string())?;
+            let saved: Saved = decode(state).map_err(|e| ConnectorError::Restore(e.to_string()))?;
             if saved.worker % self.workers != self.worker {
                 continue;
             }
@@ -467,14 +468,15 @@ impl Transactions {
 
 impl Transaction {
     /// Its id, producer id and epoch, waiting for librdkafka's statistics to tell them.
-    fn prepared(&self) -> std::result::Result<Prepared, String> {
+    fn prepared(&self) -> Result<Prepared, ConnectorError> {
         let deadline = std::time::Instant::now() + TXN_TIMEOUT;
         loop {
             if let Some((producer_id, epoch)) = self.producer.context().producer() {
                 return Ok(Prepared { id: self.id.clone(), producer_id, epoch });
             }
             if std::time::Instant::now() > deadline {
-                return Err(format!("`{}`: librdkafka reported no producer id", self.id));
+                let reason = format!("`{}`: librdkafka reported no producer id", self.id);
+                return Err(ConnectorError::Broker { reason, retryable: true });
             }
             self.producer.poll(Duration::from_millis(20));
         }
@@ -482,8 +484,9 @@ impl Transaction {
 }
 
 impl<D> KafkaWriter<D> {
-    fn error(&self, reason: impl std::fmt::Display) -> Error {
-        Error::Sink { sink: self.name.clone(), reason: format!("topic `{}`: {reason}", self.topic) }
+    /// The runtime's error for this sink failing with `error`.
+    fn error(&self, error: ConnectorError) -> Error {
+        error.at_sink(&self.name)
     }
 
     /// Every producer with records in flight.
@@ -516,10 +519,7 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
             // The producer the records go to.
             let producer = match mode {
                 Mode::AtLeastOnce(producer) => producer.as_ref(),
-                Mode::ExactlyOnce => Some(txns.open().map_err(|e| Error::Sink {
-                    sink: name.clone(),
-                    reason: format!("topic `{topic}`: {e}"),
-                })?),
+                Mode::ExactlyOnce => Some(txns.open().map_err(|e| e.at_sink(name))?),
             };
             let Some(producer) = producer else { return Ok(()) };
             for record in records.drain(..) {
@@ -527,15 +527,16 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
                 let deletes = tombstone.as_ref().is_some_and(|t| t(&record));
                 if !deletes {
                     if let Err(reason) = encoder.encode(&record, buf) {
-                        return Err(Error::Sink { sink: name.clone(), reason });
+                        return Err(
+                            ConnectorError::Encode { context: "record", reason }.at_sink(name)
+                        );
                     }
                 }
                 let key = key.as_ref().and_then(|k| k(&record));
                 let key = match (key, &*key_encoder) {
                     (Some(key), Some(key_encoder)) => {
-                        let failed = |reason: String| Error::Sink {
-                            sink: name.clone(),
-                            reason: format!("key: {reason}"),
+                        let failed = |reason| {
+                            ConnectorError::Encode { context: "key", reason }.at_sink(name)
                         };
                         let text = String::from_utf8(key)
                             .map_err(|e| failed(format!("not UTF-8 text: {e}")))?;
@@ -562,10 +563,8 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
                             producer.poll(Duration::from_millis(10));
                         }
                         Err((e, _)) => {
-                            return Err(Error::Sink {
-                                sink: name.clone(),
-                                reason: format!("topic `{topic}`: {e}"),
-                            })
+                            let context = format!("topic `{topic}`");
+                            return Err(ConnectorError::kafka(context, e).at_sink(name));
                         }
                     }
                 }
@@ -584,10 +583,13 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
         }
         if let (Mode::AtLeastOnce(producer @ Some(_)), None) = (&mut self.mode, frontier) {
             if let Some(p) = producer.take() {
-                let flushed = p.flush(FLUSH_TIMEOUT).map_err(|e| format!("flush: {e}"));
+                let topic = &self.topic;
+                let flushed = p.flush(FLUSH_TIMEOUT);
+                let flushed =
+                    flushed.map_err(|e| ConnectorError::kafka(format!("topic `{topic}` flush"), e));
                 let failure = p.context().take();
-                if let Some(reason) = flushed.err().or(failure) {
-                    return Err(self.error(reason));
+                if let Some(error) = flushed.err().or(failure) {
+                    return Err(self.error(error));
                 }
             }
         }
@@ -602,7 +604,11 @@ impl<D: Serialize + 'static> SinkWriter<D> for KafkaWriter<D> {
         match &self.mode {
             Mode::AtLeastOnce(producer) => {
                 if let Some(producer) = producer {
-                    producer.flush(FLUSH_TIMEOUT).map_err(|e| self.error(format!("flush: {e}")))?;
+                    let flushed = producer.flush(FLUSH_TIMEOUT);
+                    let topic = &self.topic;
+                    flushed.map_err(|e| {
+                        self.error(ConnectorError::kafka(format!("topic `{topic}` flush"), e))
+                    })?;
                 }
                 self.check()?;
                 Ok(Vec::new())

@@ -20,11 +20,12 @@ use tributary_runtime::checkpoint::{decode, encode};
 use tributary_runtime::source::Cut;
 use tributary_runtime::time::millis;
 use tributary_runtime::{
-    ConfigError, Data, DeadLetter, Emitter, Error, EventTime, Poll, Result, Source, SourceContext,
+    ConfigError, Data, DeadLetter, Emitter, EventTime, Poll, Result, Source, SourceContext,
     SourceReader, Time, Timestamped,
 };
 
 use super::config::{KafkaSourceConfig, StartAt};
+use crate::error::ConnectorError;
 use crate::format::{DecodeError, ValueDecoder};
 use crate::rate::Rate;
 use crate::replay::Replay;
@@ -306,15 +307,17 @@ impl rdkafka::consumer::ConsumerContext for HighWatermarks {}
 fn partition_count<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
-) -> std::result::Result<i32, String> {
-    let metadata =
-        consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT).map_err(|e| e.to_string())?;
-    let t = metadata.topics().first().ok_or("no metadata returned")?;
+) -> std::result::Result<i32, ConnectorError> {
+    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT);
+    let metadata = metadata.map_err(|e| ConnectorError::kafka("metadata", e))?;
+    let missing = |reason: &str| ConnectorError::Broker { reason: reason.into(), retryable: false };
+    let t = metadata.topics().first().ok_or_else(|| missing("no metadata returned"))?;
     if let Some(e) = t.error() {
-        return Err(format!("{:?}", rdkafka::error::RDKafkaErrorCode::from(e)));
+        let code = rdkafka::error::RDKafkaErrorCode::from(e);
+        return Err(ConnectorError::kafka("metadata", KafkaError::MetadataFetch(code)));
     }
     if t.partitions().is_empty() {
-        return Err("the topic does not exist or has no partitions".into());
+        return Err(missing("the topic does not exist or has no partitions"));
     }
     Ok(t.partitions().len() as i32)
 }
@@ -333,12 +336,12 @@ impl<D: Data + Timestamped> Source for KafkaSource<D> {
     }
 
     fn reader(&self, ctx: &SourceContext) -> Result<KafkaReader<D>> {
-        let fail = |reason: String| Error::Source { source_name: self.name.clone(), reason };
+        let fail = |e: ConnectorError| e.at_source(&self.name);
         let consumer = client_config(&self.config, &self.config.group_id)
             // librdkafka's statistics carry each partition's high watermark (for the lag).
             .set("statistics.interval.ms", "1000")
             .create_with_context(HighWatermarks::default())
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(ConnectorError::kafka("consumer", e)))?;
         let mut reader = KafkaReader {
             name: self.name.clone(),
             consumer,
@@ -455,13 +458,13 @@ impl<D> KafkaReader<D> {
         i: usize,
         count: i32,
         start: Start,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), ConnectorError> {
         let topic = self.config.topics[i].clone();
         let mut tpl = TopicPartitionList::new();
         for p in self.known[i]..count {
             if owns(i, p, self.worker, self.workers) {
                 tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ConnectorError::kafka(format!("topic `{topic}`"), e))?;
             }
         }
         self.known[i] = count;
@@ -472,28 +475,33 @@ impl<D> KafkaReader<D> {
             Start::Earliest => tpl,
             Start::Latest => {
                 let mut t = tpl.clone();
-                t.set_all_offsets(Offset::End).map_err(|e| e.to_string())?;
+                t.set_all_offsets(Offset::End)
+                    .map_err(|e| ConnectorError::kafka(format!("topic `{topic}`"), e))?;
                 t
             }
             Start::Committed => {
-                let mut t = self
-                    .consumer
-                    .committed_offsets(tpl, METADATA_TIMEOUT)
-                    .map_err(|e| format!("reading committed offsets: {e}"))?;
+                let mut t =
+                    self.consumer.committed_offsets(tpl, METADATA_TIMEOUT).map_err(|e| {
+                        ConnectorError::kafka(
+                            format!("topic `{topic}`: reading committed offsets"),
+                            e,
+                        )
+                    })?;
                 for e in t.clone().elements() {
                     if !matches!(e.offset(), Offset::Offset(_)) {
                         t.set_partition_offset(e.topic(), e.partition(), Offset::Beginning)
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| ConnectorError::kafka(format!("topic `{topic}`"), e))?;
                     }
                 }
                 t
             }
             Start::Time(ms) => {
                 let mut t = tpl.clone();
-                t.set_all_offsets(Offset::Offset(ms as i64)).map_err(|e| e.to_string())?;
-                self.consumer
-                    .offsets_for_times(t, METADATA_TIMEOUT)
-                    .map_err(|e| format!("looking up offsets for the start time: {e}"))?
+                t.set_all_offsets(Offset::Offset(ms as i64))
+                    .map_err(|e| ConnectorError::kafka(format!("topic `{topic}`"), e))?;
+                self.consumer.offsets_for_times(t, METADATA_TIMEOUT).map_err(|e| {
+                    ConnectorError::kafka(format!("topic `{topic}`: offsets for the start time"), e)
+                })?
             }
         };
         let now = Instant::now();
@@ -506,7 +514,9 @@ impl<D> KafkaReader<D> {
                 let (low, high) = self
                     .consumer
                     .fetch_watermarks(&topic, e.partition(), METADATA_TIMEOUT)
-                    .map_err(|err| format!("{topic}/{}: {err}", e.partition()))?;
+                    .map_err(|err| {
+                        ConnectorError::kafka(format!("{topic}/{}", e.partition()), err)
+                    })?;
                 // A bounded read must know where it starts to know when it is done.
                 next = Some(match e.offset() {
                     Offset::Offset(o) => o.clamp(low, high),
@@ -536,7 +546,7 @@ impl<D> KafkaReader<D> {
         for e in tpl.elements() {
             self.unassigned
                 .add_partition_offset(e.topic(), e.partition(), e.offset())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ConnectorError::kafka(format!("topic `{topic}`"), e))?;
         }
         Ok(())
     }
@@ -547,10 +557,9 @@ impl<D> KafkaReader<D> {
             return Ok(());
         }
         let tpl = std::mem::replace(&mut self.unassigned, TopicPartitionList::new());
-        self.consumer.incremental_assign(&tpl).map_err(|e| Error::Source {
-            source_name: self.name.clone(),
-            reason: format!("cannot assign partitions: {e}"),
-        })
+        let assigned = self.consumer.incremental_assign(&tpl);
+        assigned
+            .map_err(|e| ConnectorError::kafka("cannot assign partitions", e).at_source(&self.name))
     }
 
     fn part(&mut self, topic: &str, partition: i32) -> Option<&mut Part> {
@@ -590,7 +599,7 @@ impl<D> KafkaReader<D> {
     }
 
     /// New partitions of the topics are read from their beginning.
-    fn discover(&mut self) -> std::result::Result<(), String> {
+    fn discover(&mut self) -> std::result::Result<(), ConnectorError> {
         for i in 0..self.config.topics.len() {
             let count = partition_count(&self.consumer, &self.config.topics[i])?;
             if count > self.known[i] {
@@ -662,11 +671,8 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
             let message = match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(m)) => m,
-                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                    return Err(Error::Source {
-                        source_name: self.name.clone(),
-                        reason: format!("fatal consumer error: {code}"),
-                    });
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(ConnectorError::kafka("consumer", e).at_source(&self.name));
                 }
                 Some(Err(e)) => {
                     // Broker down, network: librdkafka reconnects and resumes by itself.
@@ -716,10 +722,11 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
                     }
                 }
                 Err(DecodeError::Unavailable(reason)) => {
-                    return Err(Error::Source {
-                        source_name: self.name.clone(),
-                        reason: format!("{topic}/{partition}@{offset}: {reason}"),
-                    })
+                    // The schema registry does not answer: a later run may find it.
+                    let reason = format!("{topic}/{partition}@{offset}: {reason}");
+                    return Err(
+                        ConnectorError::Broker { reason, retryable: true }.at_source(&self.name)
+                    );
                 }
                 // Dead-lettered before the checkpoint already.
                 Err(_) if replay.is_some() => {}
@@ -810,7 +817,6 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
     /// worker's positions, so rescaling works: partitions are matched by topic and number).
     fn restore(&mut self, cut: Cut, positions: Vec<Vec<u8>>) -> Result<()> {
         let name = self.name.clone();
-        let fail = |reason: String| Error::Source { source_name: name.clone(), reason };
         let mut restored = 0;
         for bytes in positions {
             let positions: Vec<Position> = decode(&bytes)?;
@@ -822,7 +828,10 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
                 // Not assigned yet (that happens at the first poll): only the offset moves.
                 self.unassigned
                     .set_partition_offset(&p.topic, p.partition, Offset::Offset(p.from))
-                    .map_err(|e| fail(format!("{}/{}: {e}", p.topic, p.partition)))?;
+                    .map_err(|e| {
+                        let context = format!("{}/{}", p.topic, p.partition);
+                        ConnectorError::kafka(context, e).at_source(&name)
+                    })?;
                 restored += 1;
             }
         }
@@ -834,10 +843,8 @@ impl<D: Data + Timestamped> SourceReader for KafkaReader<D> {
     /// Pauses or resumes every assigned partition: librdkafka drops what it fetched ahead and,
     /// on resume, fetches again from the next offset this reader has not read.
     fn set_paused(&mut self, paused: bool) -> Result<()> {
-        let fail = |e: KafkaError| Error::Source {
-            source_name: self.name.clone(),
-            reason: format!("cannot {} partitions: {e}", if paused { "pause" } else { "resume" }),
-        };
+        let doing = if paused { "cannot pause partitions" } else { "cannot resume partitions" };
+        let fail = |e: KafkaError| ConnectorError::kafka(doing, e).at_source(&self.name);
         let assignment = self.consumer.assignment().map_err(fail)?;
         if assignment.count() > 0 {
             let result = if paused {

@@ -24,6 +24,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConnectorError;
+
 /// A transaction prepared for a checkpoint: everything a restarted job needs to commit it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prepared {
@@ -43,7 +45,7 @@ const RETRY_FOR: Duration = Duration::from_secs(60);
 /// Commits `txn` on the cluster at `brokers` (`host:port[,...]`). Succeeds if the transaction
 /// is committed, now or before; fails if the coordinator aborted it (its
 /// `transaction.timeout.ms` ran out) or another producer took its id over.
-pub fn commit_prepared(brokers: &str, txn: &Prepared) -> Result<(), String> {
+pub fn commit_prepared(brokers: &str, txn: &Prepared) -> Result<(), ConnectorError> {
     let deadline = Instant::now() + RETRY_FOR;
     loop {
         match try_commit(brokers, txn) {
@@ -52,11 +54,10 @@ pub fn commit_prepared(brokers: &str, txn: &Prepared) -> Result<(), String> {
                 tracing::debug!(transaction = %txn.id, reason, "commit of a prepared transaction: retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Err(Attempt::Retry(reason) | Attempt::Fail(reason)) => {
-                return Err(format!(
-                    "transaction `{}` (producer {} epoch {}): {reason}",
-                    txn.id, txn.producer_id, txn.epoch
-                ))
+            Err(attempt) => {
+                let (id, producer, epoch) = (&txn.id, txn.producer_id, txn.epoch);
+                let context = format!("transaction `{id}` (producer {producer} epoch {epoch})");
+                return Err(attempt.into_error(&context));
             }
         }
     }
@@ -76,8 +77,8 @@ pub struct Connection {
 impl Connection {
     /// Connects to the first reachable broker of `brokers` (`host:port[,...]`) and asks which
     /// API versions it supports.
-    pub fn connect(brokers: &str) -> Result<Connection, String> {
-        Connection::open_any(brokers).map_err(Attempt::reason)
+    pub fn connect(brokers: &str) -> Result<Connection, ConnectorError> {
+        Connection::open_any(brokers).map_err(|a| a.into_error("connecting"))
     }
 
     /// Sends `request` at the highest version in `versions` the broker supports and waits
@@ -86,17 +87,15 @@ impl Connection {
         &mut self,
         request: R,
         versions: std::ops::RangeInclusive<i16>,
-    ) -> Result<R::Response, String> {
-        self.call(request, versions).map_err(Attempt::reason)
+    ) -> Result<R::Response, ConnectorError> {
+        self.call(request, versions).map_err(|a| a.into_error("request"))
     }
 }
 
 /// Whether the broker at `brokers` can run transactions (lists `EndTxn` among its APIs).
-pub fn supported(brokers: &str) -> Result<bool, String> {
-    match Connection::open_any(brokers) {
-        Ok(c) => Ok(c.versions.iter().any(|&(key, ..)| key == EndTxnRequest::KEY)),
-        Err(Attempt::Retry(e) | Attempt::Fail(e)) => Err(e),
-    }
+pub fn supported(brokers: &str) -> Result<bool, ConnectorError> {
+    let connection = Connection::open_any(brokers).map_err(|a| a.into_error("connecting"))?;
+    Ok(connection.versions.iter().any(|&(key, ..)| key == EndTxnRequest::KEY))
 }
 
 enum Attempt {
@@ -105,10 +104,13 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn reason(self) -> String {
-        match self {
-            Attempt::Retry(reason) | Attempt::Fail(reason) => reason,
-        }
+    /// The failure of the last attempt at `context`.
+    fn into_error(self, context: &str) -> ConnectorError {
+        let (reason, retryable) = match self {
+            Attempt::Retry(reason) => (reason, true),
+            Attempt::Fail(reason) => (reason, false),
+        };
+        ConnectorError::Broker { reason: format!("{context}: {reason}"), retryable }
     }
 }
 

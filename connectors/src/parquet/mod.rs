@@ -19,6 +19,7 @@ mod schema;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +27,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::{concat_batches, take_record_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,6 +35,7 @@ use tributary_runtime::checkpoint::{decode, encode};
 use tributary_runtime::metrics as m;
 use tributary_runtime::{ConfigError, Error, Result, Sink, SinkContext, SinkWriter, Time};
 
+use crate::error::ConnectorError;
 pub use crate::store::{FileStore, LocalStore, PendingFile};
 pub use config::{Compression, ParquetSinkConfig, Rolling};
 use partition::Partitioner;
@@ -184,8 +187,15 @@ struct OpenFile<W: std::io::Write + Send> {
 }
 
 impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
-    fn error(&self, reason: impl std::fmt::Display) -> Error {
-        Error::Sink { sink: self.name.clone(), reason: reason.to_string() }
+    /// The runtime's error for this sink failing with `error`.
+    fn error(&self, error: ConnectorError) -> Error {
+        error.at_sink(&self.name)
+    }
+
+    /// The runtime's error for `op` failing on the store's `path`.
+    fn io_error(&self, op: &'static str, path: &str, source: std::io::Error) -> Error {
+        let path = self.store.describe(path).into();
+        self.error(ConnectorError::Io { op, path, source })
     }
 
     /// Turns the buffered records into a batch and appends it to the partitions' files.
@@ -193,15 +203,19 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let batch = self.schema.batch(&self.buffer).map_err(|e| self.error(e))?;
+        let name = self.name.clone();
+        let encode =
+            move |context, reason| ConnectorError::Encode { context, reason }.at_sink(&name);
+        let batch = self.schema.batch(&self.buffer).map_err(|e| encode("record", e))?;
         self.buffer.clear();
         let splits = match &self.partitioner {
-            Some(p) => p.split(&batch).map_err(|e| self.error(e))?,
+            Some(p) => p.split(&batch).map_err(|e| encode("partition", e))?,
             None => vec![(String::new(), None)],
         };
         for (partition, rows) in splits {
             let part = match rows {
-                Some(rows) => take_record_batch(&batch, &rows).map_err(|e| self.error(e))?,
+                Some(rows) => take_record_batch(&batch, &rows)
+                    .map_err(|e| encode("partition", e.to_string()))?,
                 None => batch.clone(),
             };
             self.append(partition, &part)?;
@@ -251,8 +265,7 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
         file.unwritten.push(batch.clone());
         let full = file.rows >= self.rolling.max_rows;
         if file.unwritten_rows >= batch_rows || full {
-            Self::write_unwritten(file)
-                .map_err(|reason| Error::Sink { sink: name.clone(), reason })?;
+            Self::write_unwritten(file).map_err(|e| e.at_sink(name))?;
             let size = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
             if full || size >= self.rolling.max_bytes {
                 self.close(partition)?;
@@ -261,23 +274,25 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
         Ok(())
     }
 
-    fn write_unwritten(file: &mut OpenFile<S::Writer>) -> Result<(), String> {
+    fn write_unwritten(file: &mut OpenFile<S::Writer>) -> Result<(), ConnectorError> {
+        let failed = |source| ConnectorError::Parquet {
+            context: format!("cannot write `{}`", file.pending.path),
+            source,
+        };
         let batch = match file.unwritten.len() {
             0 => return Ok(()),
             1 => file.unwritten.pop(),
             _ => {
                 let schema = file.unwritten[0].schema();
-                let batch = concat_batches(&schema, &file.unwritten).map_err(|e| e.to_string())?;
+                let batch = concat_batches(&schema, &file.unwritten)
+                    .map_err(|e| failed(ParquetError::ArrowError(e.to_string())))?;
                 file.unwritten.clear();
                 Some(batch)
             }
         };
         file.unwritten_rows = 0;
         match batch {
-            Some(batch) => file
-                .writer
-                .write(&batch)
-                .map_err(|e| format!("cannot write `{}`: {e}", file.pending.path)),
+            Some(batch) => file.writer.write(&batch).map_err(failed),
             None => Ok(()),
         }
     }
@@ -286,7 +301,8 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
         let name = format!("{}-{:05}.parquet", self.prefix, self.sequence);
         self.sequence += 1;
         let path = if partition.is_empty() { name } else { format!("{partition}/{name}") };
-        let (out, pending) = self.store.create(&path).map_err(|e| self.error(e))?;
+        let (out, pending) =
+            self.store.create(&path).map_err(|e| self.io_error("cannot create", &path, e))?;
         let writer =
             ArrowWriter::try_new(out, self.schema.schema().clone(), Some(self.properties.clone()));
         match writer {
@@ -301,7 +317,8 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
             }),
             Err(e) => {
                 self.store.discard(&pending);
-                Err(self.error(format!("cannot start `{}`: {e}", self.store.describe(&path))))
+                let context = format!("cannot start `{}`", self.store.describe(&path));
+                Err(self.error(ConnectorError::Parquet { context, source: e }))
             }
         }
     }
@@ -312,14 +329,22 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
         let path = self.store.describe(&file.pending.path);
         let unwritten = Self::write_unwritten(&mut file);
         let (rows, pending, mut writer) = (file.rows, file.pending, file.writer);
+        let context = || format!("cannot finish `{path}`");
         let finished = unwritten
-            .and_then(|()| writer.finish().map_err(|e| e.to_string()))
-            .and_then(|_| self.store.finish(writer.inner_mut()).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                let finished = writer.finish();
+                finished.map_err(|source| ConnectorError::Parquet { context: context(), source })
+            })
+            .and_then(|_| {
+                let finished = self.store.finish(writer.inner_mut());
+                let path = PathBuf::from(&path);
+                finished.map_err(|source| ConnectorError::Io { op: "cannot finish", path, source })
+            });
         let bytes = writer.bytes_written() as u64;
         drop(writer);
         if let Err(e) = finished {
             self.store.discard(&pending);
-            return Err(self.error(format!("cannot finish `{path}`: {e}")));
+            return Err(self.error(e));
         }
         if self.checkpointed {
             tracing::debug!(sink = %self.name, path = %path, rows, bytes, "parquet file finished");
@@ -328,7 +353,7 @@ impl<D: Serialize, S: FileStore> ParquetWriter<D, S> {
         }
         if let Err(e) = self.store.publish(&pending) {
             self.store.discard(&pending);
-            return Err(self.error(format!("cannot publish `{path}`: {e}")));
+            return Err(self.io_error("cannot publish", &pending.path, e));
         }
         self.published(&pending, bytes);
         Ok(())
@@ -405,9 +430,8 @@ impl<D: Serialize + 'static, S: FileStore> SinkWriter<D> for ParquetWriter<D, S>
             .partition(|(id, _, _)| *id <= checkpoint);
         self.prepared = later;
         for (_, file, bytes) in due {
-            self.store.publish(&file).map_err(|e| {
-                self.error(format!("cannot publish `{}`: {e}", self.store.describe(&file.path)))
-            })?;
+            let published = self.store.publish(&file);
+            published.map_err(|e| self.io_error("cannot publish", &file.path, e))?;
             self.published(&file, bytes);
         }
         Ok(())
@@ -419,9 +443,8 @@ impl<D: Serialize + 'static, S: FileStore> SinkWriter<D> for ParquetWriter<D, S>
         for state in prepared {
             let files: Vec<PendingFile> = decode(&state)?;
             for file in files {
-                self.store.publish(&file).map_err(|e| {
-                    self.error(format!("cannot publish `{}`: {e}", self.store.describe(&file.path)))
-                })?;
+                let published = self.store.publish(&file);
+                published.map_err(|e| self.io_error("cannot publish", &file.path, e))?;
                 tracing::info!(sink = %self.name, path = %self.store.describe(&file.path),
                     "parquet file of the restored checkpoint published");
             }

@@ -128,7 +128,10 @@ impl Cut {
     }
 }
 
-/// Reports a source failure in the runtime's error type.
+/// Reports a source failure in the runtime's error type, as one another run may get past
+/// (build an [`Error::Source`] with the cause itself to keep it, or to say a retry cannot
+/// help).
 pub fn source_error(ctx: &SourceContext, reason: impl std::fmt::Display) -> Error {
-    Error::Source { source_name: ctx.name.clone(), reason: reason.to_string() }
+    let cause = reason.to_string().into();
+    Error::Source { source_name: ctx.name.clone(), cause, retryable: true }
 }

@@ -20,7 +20,7 @@ use crate::checkpoint::Checkpointer;
 use crate::config::WatermarkConfig;
 use crate::context::{job_context, Data, Events};
 use crate::dead_letter::DeadLetter;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::flow_control::Running;
 use crate::metrics as m;
@@ -292,9 +292,11 @@ where
         let Some(checkpointer) = &self.checkpointer else { return Ok(()) };
         let Some(restore) = checkpointer.restore::<Vec<u8>>()? else { return Ok(()) };
         let cut = Cut { time: restore.cut, granularity: self.granularity };
-        self.reader
-            .restore(cut, restore.states)
-            .map_err(|e| source_error(&self.ctx, format!("cannot restore: {e}")))?;
+        self.reader.restore(cut, restore.states).map_err(|e| match e {
+            // The reader named itself already.
+            e @ Error::Source { .. } => e,
+            e => source_error(&self.ctx, format!("cannot restore: {e}")),
+        })?;
         self.caps.advance(restore.cut);
         tracing::info!(source = %self.ctx.name, worker = self.ctx.worker_index, cut = restore.cut,
             "source restored");
