@@ -1,9 +1,9 @@
 //! The driver of keyed, checkpointed operators.
 //!
-//! A stateful operator (a window aggregate, a join, a keyed aggregate) is split in two, as in
-//! differential-dataflow's `reduce`: the *logic* is a [`KeyedState`] (with [`UnaryState`] or
-//! [`BinaryState`] for its inputs) that folds records in, fires what the frontier allows,
-//! and saves and restores itself; the *driver* ([`unary`], [`binary`]) owns everything else:
+//! A stateful operator (a window aggregate, a join, a keyed aggregate, a table) is split in
+//! two, as in differential-dataflow's `reduce`: the *logic* is a [`KeyedState`] (with
+//! [`UnaryState`] or [`BinaryState`] for its inputs) that folds records in, fires what the
+//! frontier allows, and saves and restores itself; the *driver* ([`unary`], [`binary`]) owns everything else:
 //! the timely operator and its name, the keyed inputs, the checkpoint protocol, the state
 //! gauge, the records too late for the operator and their outputs, and failures.
 //!
@@ -660,7 +660,13 @@ mod tests {
                 barrier.wait();
             }
             drop((left, right));
-            worker.step_while(|| !probe.done());
+            // A capability the driver never lets go of (a stash never replayed) must fail the
+            // case, not hang it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !probe.done() {
+                assert!(std::time::Instant::now() < deadline, "the operator never finished");
+                worker.step();
+            }
         })
         .expect("timely")
         .join()

@@ -1,13 +1,13 @@
 //! Checkpoints: consistent snapshots of a running job, and recovery from the latest one.
 //!
 //! A checkpoint is cut at a timely time `T` chosen above every time any source has emitted
-//! (see `checkpoint/agent.rs` for how the workers agree on it). Every stateful operator folds in exactly the
-//! records with time `< T` before it snapshots, holding back later ones until then; every source
-//! records where it stands so that a restore re-reads exactly its records with time `>= T`;
-//! every sink prepares the output of records `< T` without making it visible. Once every worker
-//! has written its part, a manifest makes the checkpoint complete, and the sinks make the
-//! prepared output visible (a two-phase commit). The protocol is described in
-//! `docs/architecture.md#checkpoints`.
+//! (see `checkpoint/agent.rs` for how the workers agree on it). Every stateful operator folds
+//! in exactly the records with time `< T` before it snapshots, holding back later ones until
+//! then; every source records where it stands so that a restore re-reads exactly its records
+//! with time `>= T`; every sink prepares the output of records `< T` without making it
+//! visible. Once every worker has written its part, a manifest makes the checkpoint complete,
+//! and the sinks make the prepared output visible (a two-phase commit). The protocol is
+//! described in `docs/architecture.md#checkpoints`.
 //!
 //! Operators take part through a [`Checkpointer`]: it tells them when a cut is pending, saves
 //! their state, and hands them the state they restart from.
