@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo bench -p tributary-tests --bench windows                      # the table
 //! cargo bench -p tributary-tests --bench windows -- --events 50000000
+//! cargo bench -p tributary-tests --bench windows -- --only sliding     # rows naming it
 //! cargo bench -p tributary-tests --bench windows -- --soak            # 100M events, RSS
 //! ```
 #![allow(clippy::print_stdout)]
@@ -153,7 +154,13 @@ fn main() {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let pure = limit(&few);
     let ceiling = few.events as f64 / pure.0.as_secs_f64();
-    let report = |name: &str, events: u64, workers: usize, (elapsed, rows): (Duration, u64)| {
+    // `--only TEXT`: the rows whose name contains TEXT (the limit always runs: the ratios).
+    let only = flag("--only");
+    let report = |name: &str, events: u64, workers: usize, run: &dyn Fn() -> (Duration, u64)| {
+        if only.is_some_and(|o| !name.contains(o.as_str())) {
+            return;
+        }
+        let (elapsed, rows) = run();
         let rate = events as f64 / elapsed.as_secs_f64();
         let per_worker = rate / workers as f64;
         println!(
@@ -165,27 +172,22 @@ fn main() {
             100.0 * per_worker / ceiling,
         );
     };
-    report("pure timely limit: made and counted in place", few.events, 1, pure);
-    report("source and a map, no window", few.events, 1, run(&few, 1, |s| s.map_len()));
-    report(
-        "hand-written timely tumbling 1m count, 100 keys",
-        few.events,
-        1,
-        run(&few, 1, move |s| baseline(s, 60_000)),
-    );
-    report("tumbling 1m count, 100 keys", few.events, 1, run(&few, 1, tumbling));
-    report("tumbling 1m count, 100 keys", few.events, 2, run(&few, 2, tumbling));
-    let unlimited = run_without_flow_control(&few, 2, tumbling);
-    report("same, without flow control", few.events, 2, unlimited);
-    report(
-        "hand-written timely tumbling 1m count, 1M keys",
-        many.events,
-        1,
-        run(&many, 1, move |s| baseline(s, 60_000)),
-    );
-    report("tumbling 1m count, 1M keys", many.events, 1, run(&many, 1, tumbling));
-    report("sliding 1m/10s count, 100 keys", few.events, 1, run(&few, 1, sliding));
-    report("session 100ms gap count, 10k keys", sessions.events, 1, run(&sessions, 1, session));
+    report("pure timely limit: made and counted in place", few.events, 1, &|| pure);
+    report("source and a map, no window", few.events, 1, &|| run(&few, 1, |s| s.map_len()));
+    report("hand-written timely tumbling 1m count, 100 keys", few.events, 1, &|| {
+        run(&few, 1, move |s| baseline(s, 60_000))
+    });
+    report("tumbling 1m count, 100 keys", few.events, 1, &|| run(&few, 1, tumbling));
+    report("tumbling 1m count, 100 keys", few.events, 2, &|| run(&few, 2, tumbling));
+    report("same, without flow control", few.events, 2, &|| {
+        run_without_flow_control(&few, 2, tumbling)
+    });
+    report("hand-written timely tumbling 1m count, 1M keys", many.events, 1, &|| {
+        run(&many, 1, move |s| baseline(s, 60_000))
+    });
+    report("tumbling 1m count, 1M keys", many.events, 1, &|| run(&many, 1, tumbling));
+    report("sliding 1m/10s count, 100 keys", few.events, 1, &|| run(&few, 1, sliding));
+    report("session 100ms gap count, 10k keys", sessions.events, 1, &|| run(&sessions, 1, session));
 }
 
 fn tumbling(s: Events<'_, Ev>) -> Events<'_, u64> {

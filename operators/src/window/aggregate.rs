@@ -2,7 +2,9 @@
 //!
 //! 1. `window-combine` (on the worker that read the record, no exchange): folds each input
 //!    batch into one partial accumulator per key and window, and splits off records that are
-//!    too late for all their windows.
+//!    too late for all their windows. Where the assigner has panes (sliding windows whose size
+//!    is a multiple of the slide), a record is folded once into its pane, and each pane's
+//!    accumulator is sent to the pane's windows.
 //! 2. `window-aggregate` (after the keyed exchange): merges partials into per-window state,
 //!    fires windows when the frontier reaches their end, emits corrections for late
 //!    partials, and frees a window once the frontier passes its end plus the allowed lateness.
@@ -102,9 +104,9 @@ where
 
     let worker = scope.index();
     builder.build(move |_capabilities| {
-        // Per batch: window -> key -> accumulator. Few windows per batch, so a short Vec.
-        let mut batch: Vec<(Window, FxHashMap<K, A::Acc>)> = Vec::new();
-        let mut spare: Vec<FxHashMap<K, A::Acc>> = Vec::new();
+        // Per batch: pane -> key -> accumulator. Few panes per batch, so a short Vec.
+        let mut batch: Vec<Pane<K, A::Acc>> = Vec::new();
+        let mut spare: Vec<Pane<K, A::Acc>> = Vec::new();
         let mut windows: Vec<Window> = Vec::new();
         let mut too_late: Vec<(K, V)> = Vec::new();
         move |_frontiers| {
@@ -114,29 +116,51 @@ where
             input.for_each(|cap, data| {
                 // Every message in a Tributary graph is sent under a capability.
                 let Some(&time) = cap.least() else { return data.clear() };
+                // The windows of this batch a record can still change.
+                let open = |w: &Window| time < w.end.saturating_add(lateness);
                 for (key, value) in data.drain(..) {
-                    windows.clear();
-                    assigner.assign(value.event_time(), |w| {
-                        if time < w.end.saturating_add(lateness) {
-                            windows.push(w);
+                    let t = value.event_time();
+                    if let Some(pane) = assigner.pane(t) {
+                        let slot = Pane::find(&mut batch, &mut spare, pane, |windows| {
+                            assigner.assign(pane.start, |w| windows.extend(Some(w).filter(open)))
+                        });
+                        if slot.windows.is_empty() {
+                            too_late.push((key, value));
+                        } else {
+                            fold(&mut slot.accs, &agg, key, &value);
                         }
-                    });
+                        continue;
+                    }
+                    // No panes: fold into each window, a pane of its own.
+                    windows.clear();
+                    assigner.assign(t, |w| windows.extend(Some(w).filter(open)));
                     let Some((&last, rest)) = windows.split_last() else {
                         too_late.push((key, value));
                         continue;
                     };
                     for &w in rest {
-                        let accs = slot(&mut batch, &mut spare, w);
-                        fold(accs, &agg, key.clone(), &value);
+                        let slot = Pane::find(&mut batch, &mut spare, w, |ws| ws.push(w));
+                        fold(&mut slot.accs, &agg, key.clone(), &value);
                     }
-                    fold(slot(&mut batch, &mut spare, last), &agg, key, &value);
+                    let slot = Pane::find(&mut batch, &mut spare, last, |ws| ws.push(last));
+                    fold(&mut slot.accs, &agg, key, &value);
                 }
                 let mut session = partial_out.session(&cap);
-                for (w, mut accs) in batch.drain(..) {
-                    for (k, acc) in accs.drain() {
-                        session.give((k, w, acc));
+                for mut pane in batch.drain(..) {
+                    // Panes without an open window hold no accumulators.
+                    // Window by window, so that the merge finds runs of one window.
+                    if let Some((&last, rest)) = pane.windows.split_last() {
+                        for &w in rest {
+                            for (k, acc) in &pane.accs {
+                                session.give((k.clone(), w, acc.clone()));
+                            }
+                        }
+                        for (k, acc) in pane.accs.drain() {
+                            session.give((k, last, acc));
+                        }
                     }
-                    spare.push(accs);
+                    pane.windows.clear();
+                    spare.push(pane);
                 }
                 drop(session);
                 if !too_late.is_empty() {
@@ -152,20 +176,40 @@ where
     (partials, late)
 }
 
-#[inline]
-fn slot<'a, K, Acc>(
-    batch: &'a mut Vec<(Window, FxHashMap<K, Acc>)>,
-    spare: &mut Vec<FxHashMap<K, Acc>>,
-    w: Window,
-) -> &'a mut FxHashMap<K, Acc> {
-    let index = match batch.iter().rposition(|(x, _)| *x == w) {
-        Some(i) => i,
-        None => {
-            batch.push((w, spare.pop().unwrap_or_default()));
-            batch.len() - 1
-        }
-    };
-    &mut batch[index].1
+/// The records of one batch in one pane (a window of its own when the assigner has no panes),
+/// folded per key, and the windows of the pane they still change.
+struct Pane<K, Acc> {
+    pane: Window,
+    windows: Vec<Window>,
+    accs: FxHashMap<K, Acc>,
+}
+
+impl<K, Acc> Pane<K, Acc> {
+    /// The batch's entry for `pane`, made (from a spare one) with the windows `windows` gives
+    /// if the batch has none yet.
+    #[inline]
+    fn find<'a>(
+        batch: &'a mut Vec<Self>,
+        spare: &mut Vec<Self>,
+        pane: Window,
+        windows: impl FnOnce(&mut Vec<Window>),
+    ) -> &'a mut Self {
+        let index = match batch.iter().rposition(|p| p.pane == pane) {
+            Some(i) => i,
+            None => {
+                let mut entry = spare.pop().unwrap_or_else(|| Pane {
+                    pane,
+                    windows: Vec::new(),
+                    accs: FxHashMap::default(),
+                });
+                entry.pane = pane;
+                windows(&mut entry.windows);
+                batch.push(entry);
+                batch.len() - 1
+            }
+        };
+        &mut batch[index]
+    }
 }
 
 #[inline]
@@ -230,31 +274,37 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         A: Aggregator<V, Acc = Acc>,
     {
         let time = *cap.time();
+        // Partials come in runs of one window: look its slot up once per run.
+        let mut current: Option<&mut Slot<K, Acc>> = None;
         for (key, window, partial) in data.drain(..) {
             if time >= window.end {
                 let late = self.late.entry(time).or_insert_with(|| (cap.clone(), Vec::new()));
                 late.1.push((key, window, partial));
                 continue;
             }
-            let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| Slot {
-                window,
-                accs: FxHashMap::default(),
-                cap: None,
-                fired: false,
-            });
-            // On time: the frontier has not reached the window's end, so it has not fired.
-            debug_assert!(!slot.fired, "an on-time partial for a fired window");
-            // The result carries event time end - 1; hold the earliest time allowed.
-            let at = time.max(granularity.quantize(window.end - 1));
-            if slot.cap.as_ref().is_none_or(|c| at < *c.time()) {
-                slot.cap = Some(cap.delayed(&at));
-            }
+            let slot = match current {
+                Some(slot) if slot.window == window => slot,
+                _ => {
+                    let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| {
+                        Slot { window, accs: FxHashMap::default(), cap: None, fired: false }
+                    });
+                    // On time: the frontier has not reached the window's end: not fired.
+                    debug_assert!(!slot.fired, "an on-time partial for a fired window");
+                    // The result carries event time end - 1; hold the earliest time allowed.
+                    let at = time.max(granularity.quantize(window.end - 1));
+                    if slot.cap.as_ref().is_none_or(|c| at < *c.time()) {
+                        slot.cap = Some(cap.delayed(&at));
+                    }
+                    slot
+                }
+            };
             match slot.accs.get_mut(&key) {
                 Some((acc, _)) => agg.merge(acc, partial),
                 None => {
                     slot.accs.insert(key, (partial, 0));
                 }
             }
+            current = Some(slot);
         }
     }
 

@@ -11,6 +11,14 @@ use super::Window;
 pub trait WindowAssigner: Clone + 'static {
     /// Calls `out` for every window containing `t`, in order of start.
     fn assign(&self, t: EventTime, out: impl FnMut(Window));
+    /// The pane of `t`: an interval holding `t` whose every time is in exactly the windows
+    /// that hold `t`, so records of one pane can be folded once for all their windows. `None`
+    /// (the default) folds each record into each of its windows. An assigner returns `Some`
+    /// for every time or for none.
+    #[inline]
+    fn pane(&self, _t: EventTime) -> Option<Window> {
+        None
+    }
     /// A short description for operator names, e.g. `tumbling(1m)`.
     fn describe(&self) -> String;
 }
@@ -52,6 +60,13 @@ impl WindowAssigner for Tumbling {
         }
     }
 
+    #[inline]
+    fn pane(&self, t: EventTime) -> Option<Window> {
+        let mut pane = None;
+        self.assign(t, |w| pane = Some(w));
+        pane
+    }
+
     fn describe(&self) -> String {
         format!("tumbling({})", humantime::format_duration(Duration::from_millis(self.size)))
     }
@@ -86,6 +101,17 @@ impl WindowAssigner for Sliding {
         }
     }
 
+    /// Slide-wide panes when the size is a multiple of the slide (window starts and ends are
+    /// then all multiples of the slide); otherwise none, as panes would be as narrow as the
+    /// greatest common divisor of the two.
+    #[inline]
+    fn pane(&self, t: EventTime) -> Option<Window> {
+        self.size.is_multiple_of(self.slide).then(|| {
+            let start = t - t % self.slide;
+            Window { start, end: start.saturating_add(self.slide) }
+        })
+    }
+
     fn describe(&self) -> String {
         format!(
             "sliding({}/{})",
@@ -108,6 +134,11 @@ impl WindowAssigner for Global {
     #[inline]
     fn assign(&self, _t: EventTime, mut out: impl FnMut(Window)) {
         out(Self::WINDOW);
+    }
+
+    #[inline]
+    fn pane(&self, _t: EventTime) -> Option<Window> {
+        Some(Self::WINDOW)
     }
 
     fn describe(&self) -> String {
@@ -161,6 +192,33 @@ mod tests {
                 .map(|start| Window { start, end: start + size })
                 .filter(|w| w.contains(t)).collect();
             prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn every_time_of_a_pane_is_in_the_same_windows(
+            size in 1u64..500, slide in 1u64..100, offset in 0u64..500, t in 0u64..5_000,
+        ) {
+            let sliding = Sliding::new(Duration::from_millis(size), Duration::from_millis(slide));
+            let tumbling = Tumbling::new(Duration::from_millis(size))
+                .with_offset(Duration::from_millis(offset));
+            fn check<W: WindowAssigner>(w: &W, t: u64) -> Result<(), TestCaseError> {
+                let Some(pane) = w.pane(t) else { return Ok(()) };
+                prop_assert!(pane.contains(t));
+                let expected = windows(w, t);
+                for u in [pane.start, pane.end - 1, (pane.start + pane.end) / 2] {
+                    prop_assert_eq!(w.pane(u), Some(pane));
+                    prop_assert_eq!(windows(w, u), expected.clone());
+                }
+                Ok(())
+            }
+            check(&sliding, t)?;
+            check(&tumbling, t)?;
+            check(&Global, t)?;
+            // Sliding windows whose size is a multiple of the slide have slide-wide panes.
+            let multiple = Sliding::new(Duration::from_millis(slide * (size % 7 + 1)),
+                Duration::from_millis(slide));
+            prop_assert_eq!(multiple.pane(t).map(|p| p.end - p.start), Some(slide));
+            check(&multiple, t)?;
         }
 
         #[test]

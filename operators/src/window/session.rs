@@ -163,6 +163,8 @@ where
     let worker = scope.index();
     builder.build(move |_capabilities| {
         let mut batch: FxHashMap<K, Vec<(Window, A::Acc, ())>> = FxHashMap::default();
+        // The emptied lists of earlier batches, so that a key's list is not allocated anew.
+        let mut spare: Vec<Vec<(Window, A::Acc, ())>> = Vec::new();
         let mut too_late: Vec<(K, V)> = Vec::new();
         move |_frontiers| {
             let _activation = activation(&operator, worker);
@@ -180,13 +182,15 @@ where
                     let mut acc = agg.init();
                     agg.add(&mut acc, &value);
                     let window = Window { start: e, end: e.saturating_add(gap) };
-                    insert(batch.entry(key).or_default(), &agg, window, acc, (), |_, _| ());
+                    let list = batch.entry(key).or_insert_with(|| spare.pop().unwrap_or_default());
+                    insert(list, &agg, window, acc, (), |_, _| ());
                 }
                 let mut session = partial_out.session(&cap);
-                for (key, sessions) in batch.drain() {
-                    for (w, acc, ()) in sessions {
+                for (key, mut sessions) in batch.drain() {
+                    for (w, acc, ()) in sessions.drain(..) {
                         session.give((key.clone(), w, acc));
                     }
+                    spare.push(sessions);
                 }
                 drop(session);
                 if !too_late.is_empty() {
@@ -207,11 +211,11 @@ struct Emitted {
     fired: bool,
 }
 
-/// Capabilities and keys waiting for the frontier to reach a session end. Entries can be
-/// stale (the session grew); they are checked when they come due.
+/// The sessions whose results carry one timely time, as (end, key), with a capability for
+/// that time. Entries can be stale (the session grew); they are checked when they come due.
 struct Timer<K> {
     cap: Capability<Time>,
-    keys: Vec<K>,
+    due: Vec<(Time, K)>,
 }
 
 /// The sessions of one worker in a checkpoint.
@@ -230,9 +234,11 @@ struct SavedKeySessions<K, Acc> {
 /// The sessions of one worker, with their timers.
 struct SessionStore<K, Acc> {
     sessions: FxHashMap<K, Vec<(Window, Acc, Emitted)>>,
-    /// Session ends the frontier has yet to reach, with the keys whose session may end there.
+    /// Sessions to fire, by the timely time their results carry (one entry per time, not
+    /// per session end: fewer, larger timers).
     timers: BTreeMap<Time, Timer<K>>,
-    /// When fired sessions of a key may be freed.
+    /// When fired sessions of a key may be freed, by a timely time at or after the end plus
+    /// the allowed lateness.
     cleanup: BTreeMap<Time, Vec<K>>,
     /// Partial sessions by time, applied in time order once the frontier has passed their
     /// time (see [`SessionStore::advance`]).
@@ -257,12 +263,9 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
     fn schedule(&mut self, key: K, end: Time, at: Time, cap: &Capability<Time>) {
         let timer = self
             .timers
-            .entry(end)
-            .or_insert_with(|| Timer { cap: cap.delayed(&at), keys: Vec::new() });
-        if at < *timer.cap.time() {
-            timer.cap = cap.delayed(&at);
-        }
-        timer.keys.push(key);
+            .entry(at)
+            .or_insert_with(|| Timer { cap: cap.delayed(&at), due: Vec::new() });
+        timer.due.push((end, key));
     }
 
     /// Takes a batch of partial sessions read at `cap`; they wait for the frontier to pass
@@ -337,7 +340,8 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
             emitted.revision += 1;
             let (value, revision) = (agg.finish(acc), emitted.revision);
             results.push(WindowResult { key: key.clone(), window: *w, value, revision });
-            self.cleanup.entry(w.end.saturating_add(self.lateness)).or_default().push(key);
+            let free = free_at(self.granularity, self.lateness, w.end);
+            self.cleanup.entry(free).or_default().push(key);
         }
         output(cap, &mut results);
     }
@@ -382,23 +386,28 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
     }
 
     /// Fires the sessions ending at or before `time` that have not fired.
+    ///
+    /// Their timers are all below `time`: a session is scheduled at or below its end minus
+    /// one, or at the time of a partial applied before `time` (see [`SessionStore::advance`]).
     fn fire<V, A, O>(&mut self, time: Time, agg: &A, output: &mut O)
     where
         A: Aggregator<V, Acc = Acc>,
         O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
     {
-        let lateness = self.lateness;
-        while let Some(entry) = self.timers.first_entry() {
-            if *entry.key() > time {
+        let SessionStore { timers, sessions, cleanup, lateness, granularity, .. } = self;
+        let mut results = Vec::new();
+        let mut done = 0;
+        for timer in timers.values_mut() {
+            if timer.cap.time() >= &time {
                 break;
             }
-            let end = *entry.key();
-            let Timer { cap, keys } = entry.remove();
-            let mut results = Vec::new();
-            for key in keys {
-                let Some(list) = self.sessions.get_mut(&key) else { continue };
+            timer.due.retain(|(end, key)| {
+                if *end > time {
+                    return true;
+                }
+                let Some(list) = sessions.get_mut(key) else { return false };
                 for (w, acc, emitted) in list.iter_mut() {
-                    if w.end == end && !emitted.fired {
+                    if w.end == *end && !emitted.fired {
                         emitted.fired = true;
                         let (value, revision) = (agg.finish(acc), emitted.revision);
                         results.push(WindowResult {
@@ -407,14 +416,22 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
                             value,
                             revision,
                         });
-                        self.cleanup
-                            .entry(end.saturating_add(lateness))
-                            .or_default()
-                            .push(key.clone());
+                        let free = free_at(*granularity, *lateness, *end);
+                        cleanup.entry(free).or_default().push(key.clone());
                     }
                 }
+                false
+            });
+            if !results.is_empty() {
+                output(&timer.cap, &mut results);
+                results.clear();
             }
-            output(&cap, &mut results);
+            done += usize::from(timer.due.is_empty());
+        }
+        // Drop the emptied timers (and their capabilities); one that still holds a later
+        // session end stays.
+        if done > 0 {
+            timers.retain(|at, timer| *at >= time || !timer.due.is_empty());
         }
     }
 
@@ -435,7 +452,7 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
         {
             for (w, _, emitted) in list {
                 if emitted.fired {
-                    let free = w.end.saturating_add(self.lateness);
+                    let free = free_at(self.granularity, self.lateness, w.end);
                     self.cleanup.entry(free).or_default().push(key.clone());
                 } else {
                     let at = restore.cut.max(self.granularity.quantize(w.end - 1));
@@ -445,6 +462,12 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
             self.sessions.insert(key.clone(), list.clone());
         }
     }
+}
+
+/// The timely time at which a fired session ending at `end` may be freed: at or after its
+/// end plus the allowed lateness.
+fn free_at(granularity: Granularity, lateness: u64, end: Time) -> Time {
+    granularity.ceil(end.saturating_add(lateness))
 }
 
 /// Phase 2: merge partial sessions per key, fire, correct and free them.
