@@ -15,7 +15,8 @@ use tributary_runtime::{Data, EventTime, Events, Time, Timestamped};
 
 use crate::aggregate::{Aggregator, SavedKey};
 use crate::key_by::{key_hash, Keyed};
-use crate::window::aggregate::{combine, wait, Partial, Waiting};
+use crate::window::aggregate::combine;
+use crate::window::merge::{wait, Partial, Waiting};
 use crate::window::Global;
 
 /// A key's aggregate after an update. `revision` counts the updates of the key (0 first).

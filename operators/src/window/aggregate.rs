@@ -25,7 +25,6 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::marker::PhantomData;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -36,29 +35,13 @@ use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Restore;
 use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
-use tributary_runtime::stateful::{Emitter, KeyedState, UnaryState};
 use tributary_runtime::status::LateCounter;
 use tributary_runtime::{Data, Events, Granularity, Time, Timestamped};
 
+use super::merge::{merge_phase, Output, Partial, Store, Waiting};
 use super::{instrument, Window, WindowAssigner, WindowResult, WithLate};
 use crate::aggregate::{Aggregator, SavedKey};
 use crate::key_by::key_hash;
-
-/// A partial aggregate of one key in one window.
-pub(crate) type Partial<K, Acc> = (K, Window, Acc);
-
-/// Partials waiting for the frontier to pass their time, by time, with a capability for it.
-pub(crate) type Waiting<K, Acc> = BTreeMap<Time, (Capability<Time>, Vec<Partial<K, Acc>>)>;
-
-/// Puts a batch of partials read at `cap` among those waiting for the frontier.
-pub(crate) fn wait<K, Acc>(
-    waiting: &mut Waiting<K, Acc>,
-    cap: &Capability<Time>,
-    data: &mut Vec<Partial<K, Acc>>,
-) {
-    let (_, partials) = waiting.entry(*cap.time()).or_insert_with(|| (cap.clone(), Vec::new()));
-    partials.append(data);
-}
 
 pub(super) fn window_aggregate<'scope, K, V, W, A>(
     input: Events<'scope, (K, V)>,
@@ -74,7 +57,7 @@ where
 {
     let name = assigner.describe();
     let (partials, late) = combine(input, &name, assigner, lateness, agg.clone());
-    let results = merge(partials, &name, lateness, agg);
+    let results = merge_phase::<_, _, Windows<K, A::Acc>>(partials, &name, lateness, agg);
     (results, late)
 }
 
@@ -255,25 +238,29 @@ struct Windows<K, Acc> {
     /// emits then depends only on the records' times, not on when the partials arrived.
     late: Waiting<K, Acc>,
     corrections: Vec<((Time, Time), K)>,
+    lateness: u64,
+    granularity: Granularity,
 }
 
-impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
-    fn new() -> Self {
-        Windows { slots: BTreeMap::new(), late: BTreeMap::new(), corrections: Vec::new() }
+impl<K: Data + Hash + Eq, Acc: Data> Store for Windows<K, Acc> {
+    type Key = K;
+    type Acc = Acc;
+    type Saved = Vec<SavedWindow<K, Acc>>;
+    const VERSION: u32 = 1;
+
+    fn new(lateness: u64, granularity: Granularity) -> Self {
+        let (slots, late, corrections) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+        Windows { slots, late, corrections, lateness, granularity }
     }
 
-    /// Takes a batch of partials at `cap`: those on time merge into their window, late ones
-    /// wait for the frontier (see [`Windows::advance`]).
-    fn absorb<V, A>(
+    /// Those on time merge into their window, late ones wait for the frontier.
+    fn absorb<V, A: Aggregator<V, Acc = Acc>>(
         &mut self,
         cap: &Capability<Time>,
         data: &mut Vec<Partial<K, Acc>>,
         agg: &A,
-        granularity: Granularity,
-    ) where
-        A: Aggregator<V, Acc = Acc>,
-    {
-        let time = *cap.time();
+    ) {
+        let (time, granularity) = (*cap.time(), self.granularity);
         // Partials come in runs of one window: look its slot up once per run.
         let mut current: Option<&mut Slot<K, Acc>> = None;
         for (key, window, partial) in data.drain(..) {
@@ -308,28 +295,16 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         }
     }
 
-    /// Fires the windows whose end `watermark` has passed and applies the late partials
-    /// below it, in time order: at each late time, first the windows ending at or before it
-    /// fire, then its partials merge and every key and window they changed emits one
-    /// correction. Then frees the windows past their lateness.
-    fn advance<V, A, O>(
-        &mut self,
-        watermark: Time,
-        lateness: u64,
-        agg: &A,
-        late_updates: &LateCounter,
-        output: &mut O,
-    ) where
-        A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
-    {
-        loop {
-            let next = self.late.first_key_value().map(|(t, _)| *t).filter(|t| *t < watermark);
-            self.fire(next.unwrap_or(watermark), agg, output);
-            let Some(time) = next else { break };
-            let (cap, partials) = self.late.remove(&time).expect("a late time");
-            self.correct(&cap, partials, agg, late_updates, output);
-        }
+    fn waiting(&self) -> &Waiting<K, Acc> {
+        &self.late
+    }
+
+    fn waiting_mut(&mut self) -> &mut Waiting<K, Acc> {
+        &mut self.late
+    }
+
+    fn free(&mut self, watermark: Time) {
+        let lateness = self.lateness;
         while let Some(entry) = self.slots.first_entry() {
             if entry.get().window.end.saturating_add(lateness) > watermark {
                 break;
@@ -342,7 +317,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
     fn fire<V, A, O>(&mut self, time: Time, agg: &A, output: &mut O)
     where
         A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+        O: Output<K, A::Out>,
     {
         for (_, slot) in self.slots.range_mut(..(time.saturating_add(1), 0)) {
             if slot.fired {
@@ -379,7 +354,7 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+        O: Output<K, A::Out>,
     {
         for (key, window, partial) in partials {
             let id = (window.end, window.start);
@@ -433,12 +408,8 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
 
     /// Takes back the keys this worker owns from every saved part; a window not yet fired
     /// holds `initial` delayed to the later of its result time and the cut.
-    fn restore(
-        &mut self,
-        restore: Restore<Vec<SavedWindow<K, Acc>>>,
-        initial: &Capability<Time>,
-        granularity: Granularity,
-    ) {
+    fn restore(&mut self, restore: Restore<Vec<SavedWindow<K, Acc>>>, initial: &Capability<Time>) {
+        let granularity = self.granularity;
         for saved in restore.states.iter().flatten() {
             let window = saved.window;
             let slot = self.slots.entry((window.end, window.start)).or_insert_with(|| Slot {
@@ -459,87 +430,9 @@ impl<K: Data + Hash + Eq, Acc: Data> Windows<K, Acc> {
         }
         self.slots.retain(|_, slot| !slot.accs.is_empty());
     }
-}
-
-/// Phase 2: merge partials after the keyed exchange, fire, correct, and free windows.
-fn merge<'scope, K, V, A>(
-    partials: Events<'scope, Partial<K, A::Acc>>,
-    name: &str,
-    lateness: u64,
-    agg: A,
-) -> Events<'scope, WindowResult<K, A::Out>>
-where
-    K: Data + Hash + Eq,
-    V: 'static,
-    A: Aggregator<V>,
-{
-    super::merge_phase(partials, name, |granularity, late_updates| Merge {
-        windows: Windows::new(),
-        agg,
-        lateness,
-        granularity,
-        late_updates,
-        record: PhantomData,
-    })
-}
-
-/// Phase 2 as the stateful driver runs it.
-struct Merge<K, V, A: Aggregator<V>> {
-    windows: Windows<K, A::Acc>,
-    agg: A,
-    lateness: u64,
-    granularity: Granularity,
-    late_updates: LateCounter,
-    record: PhantomData<fn(&V)>,
-}
-
-impl<K, V, A> KeyedState for Merge<K, V, A>
-where
-    K: Data + Hash + Eq,
-    V: 'static,
-    A: Aggregator<V>,
-{
-    type Output = WindowResult<K, A::Out>;
-    type Saved = Vec<SavedWindow<K, A::Acc>>;
-    const VERSION: u32 = 1;
-
-    fn restore(&mut self, restore: Restore<Self::Saved>, initial: &Capability<Time>) {
-        self.windows.restore(restore, initial, self.granularity);
-    }
-
-    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
-        let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| output.give(cap, results);
-        let (agg, late) = (&self.agg, &self.late_updates);
-        self.windows.advance(frontiers[0], self.lateness, agg, late, &mut emit);
-    }
-
-    fn snapshot(&self) -> Self::Saved {
-        // Every late partial below the cut has been applied (the cut lies above all that was
-        // sent when it was taken).
-        debug_assert!(self.windows.late.is_empty(), "late partials left at a cut");
-        self.windows.snapshot()
-    }
 
     fn entries(&self) -> usize {
-        self.windows.slots.values().map(|slot| slot.accs.len()).sum()
-    }
-}
-
-impl<K, V, A> UnaryState for Merge<K, V, A>
-where
-    K: Data + Hash + Eq,
-    V: 'static,
-    A: Aggregator<V>,
-{
-    type Input = Partial<K, A::Acc>;
-
-    fn absorb(
-        &mut self,
-        cap: &Capability<Time>,
-        data: &mut Vec<Self::Input>,
-        _output: &mut Emitter<'_, '_, Self::Output>,
-    ) {
-        self.windows.absorb(cap, data, &self.agg, self.granularity);
+        self.slots.values().map(|slot| slot.accs.len()).sum()
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub(crate) mod aggregate;
 mod assigner;
+pub(crate) mod merge;
 mod session;
 
 use std::fmt;
@@ -16,13 +17,9 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
-use tributary_runtime::stateful::{self, UnaryState};
 use tributary_runtime::status::LateCounter;
 use tributary_runtime::time::millis;
-use tributary_runtime::{
-    job_context, metrics as m, Data, EventTime, Events, Granularity, Timestamped,
-};
+use tributary_runtime::{job_context, metrics as m, Data, EventTime, Events, Timestamped};
 
 pub use assigner::{Global, Sliding, Tumbling, WindowAssigner};
 pub use session::{SessionWindowed, Sessions};
@@ -84,26 +81,6 @@ pub(crate) fn instrument(
     let labels = [(m::OPERATOR, operator.clone()), (m::WORKER, scope.index().to_string())];
     let status = job_context(scope).status;
     (operator, LateCounter::new(status, metric, &labels))
-}
-
-/// Phase 2 of a windowed aggregation (`window-aggregate:<name>`): the partials, exchanged by
-/// key, folded into the state `make` builds (from the job's granularity and a counter of the
-/// late updates) on the stateful driver.
-pub(crate) fn merge_phase<'scope, K, Acc, S>(
-    partials: Events<'scope, aggregate::Partial<K, Acc>>,
-    name: &str,
-    make: impl FnOnce(Granularity, LateCounter) -> S,
-) -> Events<'scope, S::Output>
-where
-    K: Data + Hash,
-    Acc: Data,
-    S: UnaryState<Input = aggregate::Partial<K, Acc>>,
-{
-    let scope = partials.scope();
-    let (operator, late_updates) = instrument(&scope, "window-aggregate", name, m::LATE_UPDATES);
-    let exchange = Exchange::new(|(k, _, _): &aggregate::Partial<K, Acc>| crate::key_hash(k));
-    let state = make(job_context(&scope).granularity, late_updates);
-    stateful::unary(partials, exchange, &operator, state)
 }
 
 /// A stream of `T` with the keyed records that were too late for every window.

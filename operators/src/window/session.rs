@@ -23,7 +23,6 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -35,15 +34,14 @@ use timely::dataflow::operators::Capability;
 use tributary_runtime::checkpoint::Restore;
 use tributary_runtime::logging::activation;
 use tributary_runtime::metrics as m;
-use tributary_runtime::stateful::{Emitter, KeyedState, UnaryState};
 use tributary_runtime::status::LateCounter;
 use tributary_runtime::time::millis;
 use tributary_runtime::{job_context, Data, Events, Granularity, Time, Timestamped};
 
+use super::merge::{merge_phase, wait, Output, Partial, Store, Waiting};
 use super::{instrument, Window, WindowResult, Windowed, Windowing, WithLate};
 use crate::aggregate::Aggregator;
 use crate::key_by::{key_hash, Keyed};
-use crate::window::aggregate::{wait, Partial, Waiting};
 
 /// Session windows with a gap: the [`Windowing`] of [`Keyed::session_window`].
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +105,7 @@ impl Windowing for Sessions {
         let name =
             format!("session({})", humantime::format_duration(Duration::from_millis(self.gap)));
         let (partials, late) = combine(input, &name, self.gap, lateness, agg.clone());
+        let merge = merge_phase::<_, _, SessionStore<K, A::Acc>>;
         (merge(partials, &name, lateness, agg), late)
     }
 }
@@ -241,24 +240,13 @@ struct SessionStore<K, Acc> {
     /// the allowed lateness.
     cleanup: BTreeMap<Time, Vec<K>>,
     /// Partial sessions by time, applied in time order once the frontier has passed their
-    /// time (see [`SessionStore::advance`]).
+    /// time (see [`super::merge`]).
     pending: Waiting<K, Acc>,
     lateness: u64,
     granularity: Granularity,
 }
 
 impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
-    fn new(lateness: u64, granularity: Granularity) -> Self {
-        SessionStore {
-            sessions: FxHashMap::default(),
-            timers: BTreeMap::new(),
-            cleanup: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            lateness,
-            granularity,
-        }
-    }
-
     /// A session of `key` ending at `end` fires once the frontier reaches `end`, at `at`.
     fn schedule(&mut self, key: K, end: Time, at: Time, cap: &Capability<Time>) {
         let timer = self
@@ -266,14 +254,6 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
             .entry(at)
             .or_insert_with(|| Timer { cap: cap.delayed(&at), due: Vec::new() });
         timer.due.push((end, key));
-    }
-
-    /// Takes a batch of partial sessions read at `cap`; they wait for the frontier to pass
-    /// their time. (Merging at once would make the results depend on arrival order: a late
-    /// record can join a session to one that fired, and whether a later batch finds the
-    /// session fired would then depend on which came first.)
-    fn absorb(&mut self, cap: &Capability<Time>, data: &mut Vec<Partial<K, Acc>>) {
-        wait(&mut self.pending, cap, data);
     }
 
     /// Merges a partial session read at `cap` into its key's sessions, scheduling the result
@@ -302,6 +282,45 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
         }
         (merged, emitted.fired)
     }
+}
+
+impl<K: Data + Hash + Eq, Acc: Data> Store for SessionStore<K, Acc> {
+    type Key = K;
+    type Acc = Acc;
+    type Saved = SavedSessions<K, Acc>;
+    const VERSION: u32 = 1;
+
+    fn new(lateness: u64, granularity: Granularity) -> Self {
+        SessionStore {
+            sessions: FxHashMap::default(),
+            timers: BTreeMap::new(),
+            cleanup: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            lateness,
+            granularity,
+        }
+    }
+
+    /// All partial sessions wait for the frontier to pass their time. (Merging at once would
+    /// make the results depend on arrival order: a late record can join a session to one
+    /// that fired, and whether a later batch finds the session fired would then depend on
+    /// which came first.)
+    fn absorb<V, A: Aggregator<V, Acc = Acc>>(
+        &mut self,
+        cap: &Capability<Time>,
+        data: &mut Vec<Partial<K, Acc>>,
+        _agg: &A,
+    ) {
+        wait(&mut self.pending, cap, data);
+    }
+
+    fn waiting(&self) -> &Waiting<K, Acc> {
+        &self.pending
+    }
+
+    fn waiting_mut(&mut self) -> &mut Waiting<K, Acc> {
+        &mut self.pending
+    }
 
     /// Merges the partial sessions of one time and emits one correction per fired session
     /// they changed (with the next revision).
@@ -314,7 +333,7 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
         output: &mut O,
     ) where
         A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+        O: Output<K, A::Out>,
     {
         let mut changed = Vec::new();
         for (key, window, partial) in partials {
@@ -346,53 +365,14 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
         output(cap, &mut results);
     }
 
-    /// Applies the partial sessions below `watermark` and fires the sessions whose end it has
-    /// passed, in time order (at each time, the sessions ending at or before it fire first),
-    /// so the output depends only on the records' times; then frees the sessions past their
-    /// lateness.
-    fn advance<V, A, O>(
-        &mut self,
-        watermark: Time,
-        agg: &A,
-        late_updates: &LateCounter,
-        output: &mut O,
-    ) where
-        A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
-    {
-        loop {
-            let next = self.pending.first_key_value().map(|(t, _)| *t).filter(|t| *t < watermark);
-            self.fire(next.unwrap_or(watermark), agg, output);
-            let Some(time) = next else { break };
-            let (cap, partials) = self.pending.remove(&time).expect("a pending time");
-            self.correct(&cap, partials, agg, late_updates, output);
-        }
-        let lateness = self.lateness;
-        while let Some(entry) = self.cleanup.first_entry() {
-            if *entry.key() > watermark {
-                break;
-            }
-            for key in entry.remove() {
-                if let Some(list) = self.sessions.get_mut(&key) {
-                    list.retain(|(w, _, e)| {
-                        !(e.fired && w.end.saturating_add(lateness) <= watermark)
-                    });
-                    if list.is_empty() {
-                        self.sessions.remove(&key);
-                    }
-                }
-            }
-        }
-    }
-
     /// Fires the sessions ending at or before `time` that have not fired.
     ///
     /// Their timers are all below `time`: a session is scheduled at or below its end minus
-    /// one, or at the time of a partial applied before `time` (see [`SessionStore::advance`]).
+    /// one, or at the time of a partial applied before `time` (see [`super::merge`]).
     fn fire<V, A, O>(&mut self, time: Time, agg: &A, output: &mut O)
     where
         A: Aggregator<V, Acc = Acc>,
-        O: FnMut(&Capability<Time>, &mut Vec<WindowResult<K, A::Out>>),
+        O: Output<K, A::Out>,
     {
         let SessionStore { timers, sessions, cleanup, lateness, granularity, .. } = self;
         let mut results = Vec::new();
@@ -435,6 +415,25 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
         }
     }
 
+    fn free(&mut self, watermark: Time) {
+        let lateness = self.lateness;
+        while let Some(entry) = self.cleanup.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for key in entry.remove() {
+                if let Some(list) = self.sessions.get_mut(&key) {
+                    list.retain(|(w, _, e)| {
+                        !(e.fired && w.end.saturating_add(lateness) <= watermark)
+                    });
+                    if list.is_empty() {
+                        self.sessions.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
     fn snapshot(&self) -> SavedSessions<K, Acc> {
         let key = |(key, list): (&K, &Vec<_>)| SavedKeySessions {
             key: key.clone(),
@@ -462,85 +461,13 @@ impl<K: Data + Hash + Eq, Acc: Data> SessionStore<K, Acc> {
             self.sessions.insert(key.clone(), list.clone());
         }
     }
-}
 
+    fn entries(&self) -> usize {
+        self.sessions.values().map(Vec::len).sum()
+    }
+}
 /// The timely time at which a fired session ending at `end` may be freed: at or after its
 /// end plus the allowed lateness.
 fn free_at(granularity: Granularity, lateness: u64, end: Time) -> Time {
     granularity.ceil(end.saturating_add(lateness))
-}
-
-/// Phase 2: merge partial sessions per key, fire, correct and free them.
-fn merge<'scope, K, V, A>(
-    partials: Events<'scope, Partial<K, A::Acc>>,
-    name: &str,
-    lateness: u64,
-    agg: A,
-) -> Events<'scope, WindowResult<K, A::Out>>
-where
-    K: Data + Hash + Eq,
-    V: 'static,
-    A: Aggregator<V>,
-{
-    super::merge_phase(partials, name, |granularity, late_updates| Merge {
-        sessions: SessionStore::new(lateness, granularity),
-        agg,
-        late_updates,
-        record: PhantomData,
-    })
-}
-
-/// Phase 2 as the stateful driver runs it.
-struct Merge<K, V, A: Aggregator<V>> {
-    sessions: SessionStore<K, A::Acc>,
-    agg: A,
-    late_updates: LateCounter,
-    record: PhantomData<fn(&V)>,
-}
-
-impl<K, V, A> KeyedState for Merge<K, V, A>
-where
-    K: Data + Hash + Eq,
-    V: 'static,
-    A: Aggregator<V>,
-{
-    type Output = WindowResult<K, A::Out>;
-    type Saved = SavedSessions<K, A::Acc>;
-    const VERSION: u32 = 1;
-
-    fn restore(&mut self, restore: Restore<Self::Saved>, initial: &Capability<Time>) {
-        self.sessions.restore(restore, initial);
-    }
-
-    fn advance(&mut self, frontiers: &[Time], output: &mut Emitter<'_, '_, Self::Output>) {
-        let mut emit = |cap: &Capability<Time>, results: &mut Vec<_>| output.give(cap, results);
-        self.sessions.advance(frontiers[0], &self.agg, &self.late_updates, &mut emit);
-    }
-
-    fn snapshot(&self) -> Self::Saved {
-        debug_assert!(self.sessions.pending.is_empty(), "partials left at a cut");
-        self.sessions.snapshot()
-    }
-
-    fn entries(&self) -> usize {
-        self.sessions.sessions.values().map(Vec::len).sum()
-    }
-}
-
-impl<K, V, A> UnaryState for Merge<K, V, A>
-where
-    K: Data + Hash + Eq,
-    V: 'static,
-    A: Aggregator<V>,
-{
-    type Input = Partial<K, A::Acc>;
-
-    fn absorb(
-        &mut self,
-        cap: &Capability<Time>,
-        data: &mut Vec<Self::Input>,
-        _output: &mut Emitter<'_, '_, Self::Output>,
-    ) {
-        self.sessions.absorb(cap, data);
-    }
 }
