@@ -130,8 +130,8 @@ where
                 }
                 let mut session = partial_out.session(&cap);
                 for mut pane in batch.drain(..) {
-                    // Panes without an open window hold no accumulators.
-                    // Window by window, so that the merge finds runs of one window.
+                    // Window by window, so that the merge finds runs of one window (a pane
+                    // without an open window holds no accumulators).
                     if let Some((&last, rest)) = pane.windows.split_last() {
                         for &w in rest {
                             for (k, acc) in &pane.accs {
