@@ -10,10 +10,56 @@ use std::path::Path;
 use support::kafka::{Isolation, Kafka};
 use support::registry::SchemaRegistry;
 use support::registry_kafka_py;
-use tributary_connectors::format::{RegistryConfig, SchemaConfig};
+use tributary_connectors::format::{ProstDecoder, RegistryConfig, SchemaConfig};
 use tributary_connectors::{
     Format, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, SensorReading,
 };
+use tributary_runtime::{EventTime, Timestamped};
+
+/// `tributary.iot.SensorReading` as `prost-build` would generate it (with serde derives added,
+/// as its `type_attribute` does).
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+struct GeneratedReading {
+    #[prost(uint32, tag = "1")]
+    device: u32,
+    #[prost(uint32, tag = "2")]
+    site: u32,
+    #[prost(string, tag = "3")]
+    sensor: String,
+    #[prost(double, tag = "4")]
+    value: f64,
+    #[prost(uint64, tag = "5")]
+    ts: u64,
+}
+
+impl prost::Name for GeneratedReading {
+    const NAME: &'static str = "SensorReading";
+    const PACKAGE: &'static str = "tributary.iot";
+}
+
+impl Timestamped for GeneratedReading {
+    fn event_time(&self) -> EventTime {
+        self.ts
+    }
+}
+
+/// The same message under another name: its records are not this job's.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+struct Renamed {
+    #[prost(uint32, tag = "1")]
+    device: u32,
+}
+
+impl prost::Name for Renamed {
+    const NAME: &'static str = "Reading";
+    const PACKAGE: &'static str = "other";
+}
+
+impl Timestamped for Renamed {
+    fn event_time(&self) -> EventTime {
+        0
+    }
+}
 
 #[test]
 fn readings_written_by_python_pass_through_a_job_and_read_back_equal() {
@@ -135,4 +181,48 @@ fn iot_stats_on_protobuf_readings_through_the_registry_equal_the_json_run() {
     args.extend(set("job.input.bounded", "true".into()));
     args.extend(set("job.input.schema.registry.url", quoted(&registry.url)));
     assert_eq!(run(&args), expected, "the same statistics from Protobuf as from JSON lines");
+}
+
+#[test]
+fn a_generated_type_decodes_the_registrys_readings_and_refuses_other_messages() {
+    let kafka = Kafka::shared();
+    let registry = SchemaRegistry::shared();
+    let topic = kafka.topic("pb-generated", 2);
+    let readings = support::registry_readings(200);
+    let json: Vec<String> =
+        readings.iter().map(|r| serde_json::to_string(r).expect("JSON")).collect();
+    registry_kafka_py(
+        &["proto-produce", &kafka.address, &registry.url, &topic],
+        json.join("\n").as_bytes(),
+    );
+    kafka.produce(&topic, [(None, b"\x00\x00\x00".to_vec())]);
+    let schema = SchemaConfig {
+        registry: Some(RegistryConfig::new(&registry.url)),
+        ..SchemaConfig::default()
+    };
+    let mut config = KafkaSourceConfig::new(kafka.address.clone(), &[&topic]);
+    config.bounded = true;
+    config.format = Format::Protobuf;
+    let decoder = ProstDecoder::<GeneratedReading>::new(Some(&schema)).expect("a decoder");
+    let source = KafkaSource::with_decoder("pb", &config, decoder).expect("a source");
+    let (mut records, dead) = support::oracle::read_with_dead_letters(source, 2);
+    records.sort_by_key(|r| r.ts);
+    let records: Vec<SensorReading> = records
+        .iter()
+        .map(|r| serde_json::from_value(serde_json::to_value(r).expect("JSON")).expect("a reading"))
+        .collect();
+    assert_eq!(records, readings, "Python's readings, decoded by the generated type");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].1.contains("3 bytes: too short"), "{:?}", dead[0]);
+
+    let decoder = ProstDecoder::<Renamed>::new(Some(&schema)).expect("a decoder");
+    let source = KafkaSource::with_decoder("pb", &config, decoder).expect("a source");
+    let (records, dead) = support::oracle::read_with_dead_letters(source, 1);
+    assert!(records.is_empty());
+    assert_eq!(dead.len(), 201, "every record is a dead letter");
+    let reason = &dead.iter().find(|d| d.0 == format!("{topic}/0@0")).expect("offset 0").1;
+    assert!(
+        reason.contains("is message `tributary.iot.SensorReading`, not the job's `other.Reading`"),
+        "{reason}"
+    );
 }

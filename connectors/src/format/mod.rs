@@ -21,7 +21,7 @@ use tributary_runtime::ConfigError;
 
 pub use avro::{AvroDecoder, AvroEncoder};
 pub use json::{JsonSchemaDecoder, JsonSchemaEncoder};
-pub use protobuf::{ProtobufDecoder, ProtobufEncoder};
+pub use protobuf::{ProstDecoder, ProtobufDecoder, ProtobufEncoder};
 pub use registry::{
     Part, RegisteredSchema, Registry, RegistryConfig, RegistryError, SubjectStrategy,
 };

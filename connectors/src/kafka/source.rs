@@ -26,7 +26,7 @@ use tributary_runtime::{
 
 use super::config::{KafkaSourceConfig, StartAt};
 use crate::error::ConnectorError;
-use crate::format::{DecodeError, ValueDecoder};
+use crate::format::{DecodeError, ProstDecoder, ValueDecoder};
 use crate::rate::Rate;
 use crate::replay::Replay;
 
@@ -72,6 +72,16 @@ impl<D: DeserializeOwned> Decode<D> for SerdeDecoder {
     fn decode(&mut self, record: RawRecord<'_>) -> std::result::Result<D, DecodeError> {
         match record.payload {
             Some(p) if !p.is_empty() => self.0.decode(p),
+            _ => Err("empty value".into()),
+        }
+    }
+}
+
+impl<M: prost::Message + prost::Name + Default + 'static> Decode<M> for ProstDecoder<M> {
+    #[inline]
+    fn decode(&mut self, record: RawRecord<'_>) -> std::result::Result<M, DecodeError> {
+        match record.payload {
+            Some(p) if !p.is_empty() => ProstDecoder::decode(self, p),
             _ => Err("empty value".into()),
         }
     }
